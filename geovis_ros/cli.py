@@ -1,0 +1,59 @@
+"""``geovis <command>``: the offline tools (dataset, eval, bench, train, predict, odometry, ...).
+
+Each command lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``;
+only the module of the command being run is imported, so ``geovis eval`` never loads torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# command name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "dataset": ("geovis_ros.data.commands", "render synthetic sequences with exact ground truth"),
+    "eval": ("geovis_ros.eval.commands", "score trajectories, depth and flow against ground truth"),
+}
+
+
+class CommandError(Exception):
+    """A user-facing failure: printed as ``geovis: error: <message>``, exit status 2."""
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="geovis",
+        description="geovis_ros offline tools.",
+        epilog="commands:\n" + "\n".join(f"  {n:<14}{h}" for n, (_, h) in COMMANDS.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("command", choices=sorted(COMMANDS), metavar="command", help="see below")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``geovis`` console script; returns the process exit status."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    top = _top_parser()
+    if not args_list or args_list[0] not in COMMANDS:
+        top.parse_args(args_list[:1] or ["--help"])
+        return 2
+    name = args_list[0]
+    module = importlib.import_module(COMMANDS[name][0])
+    parser = argparse.ArgumentParser(prog=f"geovis {name}", description=COMMANDS[name][1])
+    module.add_arguments(parser)
+    args = parser.parse_args(args_list[1:])
+    try:
+        return int(module.run(args) or 0)
+    except CommandError as err:
+        print(f"geovis {name}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"geovis {name}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

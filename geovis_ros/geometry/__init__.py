@@ -1,0 +1,1 @@
+"""Camera model and rigid-body geometry (numpy, float64 poses, OpenCV optical frame)."""

@@ -1,0 +1,1 @@
+"""geovis_ros.training."""

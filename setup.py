@@ -44,7 +44,6 @@ setup(
     maintainer_email="maintainers@users.noreply.b-seed-45231802.example",
     description="Monocular depth, optical flow, visual odometry and fused mapping for ROS 2.",
     license="Apache-2.0",
-    tests_require=["pytest"],
     entry_points={
         "console_scripts": [f"{name} = {target}" for name, target in NODES.items()]
         + ["geovis = geovis_ros.cli:main"],

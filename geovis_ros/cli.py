@@ -15,6 +15,10 @@ from collections.abc import Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     "dataset": ("geovis_ros.data.commands", "render synthetic sequences with exact ground truth"),
     "eval": ("geovis_ros.eval.commands", "score trajectories, depth and flow against ground truth"),
+    "bench": ("geovis_ros.inference.bench", "latency and throughput of every model and backend"),
+    "build-engines": ("geovis_ros.inference.build_engines", "prebuild and cache TensorRT engines"),
+    "train": ("geovis_ros.training.commands", "train or fine-tune the depth, flow and pose networks"),
+    "predict": ("geovis_ros.models.predict", "run a network on image files (depth, flow)"),
 }
 
 
@@ -37,8 +41,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``geovis`` console script; returns the process exit status."""
     args_list = list(sys.argv[1:] if argv is None else argv)
     top = _top_parser()
-    if not args_list or args_list[0] not in COMMANDS:
-        top.parse_args(args_list[:1] or ["--help"])
+    if not args_list:
+        top.print_help(sys.stderr)
+        return 2
+    if args_list[0] not in COMMANDS:
+        top.parse_args(args_list[:1])  # prints usage and exits: --help (0) or unknown command (2)
         return 2
     name = args_list[0]
     module = importlib.import_module(COMMANDS[name][0])

@@ -23,6 +23,7 @@ class SequenceFrame:
         pose: (4, 4) float64 T_world_camera, OpenCV optical camera frame.
         flow: (H, W, 2) float32 forward optical flow to the next frame, pixels (u, v).
         flow_valid: (H, W) bool, True where ``flow`` is exact (visible in both frames).
+
     """
 
     name: str

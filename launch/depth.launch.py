@@ -1,0 +1,7 @@
+"""Only the depth stage: ros2 launch geovis_ros depth.launch.py image:=... camera_info:=..."""
+
+from geovis_ros.nodes.launch_description import node_launch_description
+
+
+def generate_launch_description():
+    return node_launch_description("depth_node")

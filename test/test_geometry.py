@@ -1,0 +1,95 @@
+import numpy as np
+import pytest
+
+from geovis_ros.geometry import se3
+from geovis_ros.geometry.camera import (
+    CameraModelError,
+    Intrinsics,
+    backproject,
+    pixel_grid,
+    project,
+    rigid_flow,
+    transform_points,
+)
+
+RNG = np.random.default_rng(0)
+
+
+def random_pose(scale: float = 1.0) -> np.ndarray:
+    return se3.se3_exp(np.concatenate([RNG.normal(size=3) * scale, RNG.normal(size=3) * 0.5]))
+
+
+def test_exp_log_round_trip():
+    for _ in range(50):
+        xi = np.concatenate([RNG.normal(size=3), RNG.uniform(-1, 1, size=3)])
+        np.testing.assert_allclose(se3.se3_log(se3.se3_exp(xi)), xi, atol=1e-9)
+
+
+def test_so3_log_near_pi_and_identity():
+    axis = np.array([0.0, 0.6, 0.8])
+    for angle in (np.pi - 1e-6, np.pi, 1e-9, 0.0):
+        r = se3.so3_exp(axis * angle)
+        np.testing.assert_allclose(se3.so3_exp(se3.so3_log(r)), r, atol=1e-6)
+
+
+def test_quaternion_round_trip_batch_and_sign():
+    poses = np.stack([random_pose() for _ in range(20)])
+    q = se3.quaternion_from_matrix(poses[:, :3, :3])
+    assert q.shape == (20, 4) and np.all(q[:, 3] >= 0)
+    np.testing.assert_allclose(np.linalg.norm(q, axis=1), 1.0, atol=1e-12)
+    np.testing.assert_allclose(se3.matrix_from_quaternion(q), poses[:, :3, :3], atol=1e-10)
+    # 90 degrees about z, by hand.
+    np.testing.assert_allclose(
+        se3.quaternion_from_matrix(se3.so3_exp([0, 0, np.pi / 2])), [0, 0, np.sqrt(0.5), np.sqrt(0.5)], atol=1e-12
+    )
+
+
+def test_matrix_from_quaternion_rejects_zero():
+    with pytest.raises(ValueError, match="quaternion"):
+        se3.matrix_from_quaternion([0, 0, 0, 0])
+
+
+def test_invert_matches_linalg():
+    poses = np.stack([random_pose() for _ in range(5)])
+    np.testing.assert_allclose(se3.invert(poses), np.linalg.inv(poses), atol=1e-12)
+    assert se3.rotation_angle(se3.so3_exp([0.3, 0, 0])) == pytest.approx(0.3)
+
+
+def test_intrinsics_validation_names_field():
+    with pytest.raises(CameraModelError, match="fx"):
+        Intrinsics(float("nan"), 1, 1, 1, 10, 10)
+    with pytest.raises(CameraModelError, match="focal"):
+        Intrinsics(-1, 1, 1, 1, 10, 10)
+    with pytest.raises(CameraModelError, match="size"):
+        Intrinsics(1, 1, 1, 1, 0, 10)
+
+
+def test_resized_intrinsics_keep_ray_directions():
+    k = Intrinsics(100.0, 110.0, 31.5, 23.5, 64, 48)
+    k2 = k.resized(128, 96)
+    assert (k2.fx, k2.fy, k2.cx, k2.cy) == (200.0, 220.0, 63.5, 47.5)
+    np.testing.assert_allclose(Intrinsics.from_matrix(k.matrix, 64, 48).matrix, k.matrix)
+
+
+def test_backproject_project_round_trip():
+    k = Intrinsics(50.0, 50.0, 31.5, 23.5, 64, 48)
+    depth = RNG.uniform(1, 5, size=(48, 64)).astype(np.float32)
+    uv, z = project(backproject(depth, k), k)
+    np.testing.assert_allclose(uv, pixel_grid(48, 64), atol=1e-4)
+    np.testing.assert_allclose(z, depth, rtol=1e-6)
+
+
+def test_rigid_flow_pure_translation_along_x():
+    k = Intrinsics(50.0, 50.0, 31.5, 23.5, 64, 48)
+    depth = np.full((48, 64), 2.0, np.float32)
+    t = se3.make_pose(np.eye(3), [-0.1, 0, 0])  # camera moves +x: points move -x in the camera frame
+    flow = rigid_flow(depth, k, t)
+    np.testing.assert_allclose(flow[..., 0], -50.0 * 0.1 / 2.0, atol=1e-5)
+    np.testing.assert_allclose(flow[..., 1], 0.0, atol=1e-5)
+
+
+def test_points_behind_camera_project_to_nan():
+    k = Intrinsics(50.0, 50.0, 31.5, 23.5, 64, 48)
+    uv, _ = project(np.array([[0.0, 0.0, -1.0]]), k)
+    assert np.all(np.isnan(uv))
+    np.testing.assert_allclose(transform_points(np.eye(4), np.ones((2, 3))), np.ones((2, 3)))

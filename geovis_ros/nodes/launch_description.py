@@ -36,11 +36,12 @@ def node_launch_description(
     import os
 
     from ament_index_python.packages import get_package_share_directory
-    from launch import LaunchDescription
     from launch.actions import DeclareLaunchArgument
     from launch.conditions import IfCondition
     from launch.substitutions import LaunchConfiguration, PythonExpression
     from launch_ros.actions import Node
+
+    from launch import LaunchDescription
 
     share = get_package_share_directory("geovis_ros")
     default_config = os.path.join(share, "config", "geovis.yaml")

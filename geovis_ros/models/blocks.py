@@ -1,0 +1,130 @@
+"""Building blocks shared by the depth, flow and pose networks, plus their pre-processing.
+
+Every block uses only operators that export cleanly to ONNX (opset 17) and TensorRT:
+Conv, BatchNorm (folded at export), LeakyReLU, Resize (bilinear, ``align_corners=False``),
+Slice, Concat, and — in the flow network only — GridSample.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from numpy.typing import NDArray
+from torch import nn
+
+# Input normalisation of every shipped network: x = (rgb / 255 - MEAN) / STD, RGB order, NCHW.
+IMAGE_MEAN: tuple[float, float, float] = (0.45, 0.45, 0.45)
+IMAGE_STD: tuple[float, float, float] = (0.225, 0.225, 0.225)
+
+
+class ModelInputError(ValueError):
+    """An input array or tensor has the wrong shape, dtype or size for a network."""
+
+
+def normalize_image(rgb: NDArray[np.uint8]) -> NDArray[np.float32]:
+    """Network input (1, 3, H, W) float32 from an (H, W, 3) uint8 RGB image.
+
+    Applies ``(rgb / 255 - IMAGE_MEAN) / IMAGE_STD`` per channel.
+    """
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ModelInputError(f"expected an (H, W, 3) uint8 RGB image, got {rgb.shape} {rgb.dtype}")
+    mean = np.asarray(IMAGE_MEAN, dtype=np.float32)
+    std = np.asarray(IMAGE_STD, dtype=np.float32)
+    x = (rgb.astype(np.float32) / 255.0 - mean) / std
+    return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+
+
+def normalize_image_tensor(rgb: torch.Tensor) -> torch.Tensor:
+    """Torch twin of :func:`normalize_image` for batches: (B, 3, H, W) uint8 or 0..255 float -> float32."""
+    mean = torch.tensor(IMAGE_MEAN, dtype=torch.float32, device=rgb.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGE_STD, dtype=torch.float32, device=rgb.device).view(1, 3, 1, 1)
+    return (rgb.float() / 255.0 - mean) / std
+
+
+def check_spatial_multiple(tensor: torch.Tensor, multiple: int, name: str) -> None:
+    """Raise :class:`ModelInputError` unless ``tensor`` is (B, C, H, W) with H, W multiples of ``multiple``."""
+    if tensor.dim() != 4:
+        raise ModelInputError(f"{name} must be (B, C, H, W), got shape {tuple(tensor.shape)}")
+    h, w = int(tensor.shape[-2]), int(tensor.shape[-1])
+    if h % multiple or w % multiple or h == 0 or w == 0:
+        raise ModelInputError(f"{name} height and width must be positive multiples of {multiple}, got {w}x{h}")
+
+
+class ConvAct(nn.Module):
+    """3x3 (or k x k) convolution, optional BatchNorm, LeakyReLU(0.1)."""
+
+    def __init__(
+        self, in_ch: int, out_ch: int, stride: int = 1, kernel: int = 3, dilation: int = 1, norm: bool = True
+    ) -> None:
+        super().__init__()
+        padding = dilation * (kernel // 2)
+        self.conv = nn.Conv2d(in_ch, out_ch, kernel, stride, padding, dilation=dilation, bias=not norm)
+        self.norm = nn.BatchNorm2d(out_ch) if norm else nn.Identity()
+        self.act = nn.LeakyReLU(0.1, inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in_ch, H, W) -> (B, out_ch, H / stride, W / stride)."""
+        return self.act(self.norm(self.conv(x)))
+
+
+class DownStage(nn.Module):
+    """Encoder stage: a stride-2 ConvAct then a residual ConvAct; halves H and W."""
+
+    def __init__(self, in_ch: int, out_ch: int, norm: bool = True) -> None:
+        super().__init__()
+        self.down = ConvAct(in_ch, out_ch, stride=2, norm=norm)
+        self.conv = ConvAct(out_ch, out_ch, norm=norm)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in_ch, H, W) -> (B, out_ch, H/2, W/2)."""
+        y = self.down(x)
+        return y + self.conv(y)
+
+
+def upsample2(x: torch.Tensor) -> torch.Tensor:
+    """Bilinear x2 upsampling, ``align_corners=False`` (ONNX Resize, TensorRT-friendly)."""
+    return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+
+
+def upsample_flow(flow: torch.Tensor, factor: int) -> torch.Tensor:
+    """Flow (B, 2, H, W) in pixels of its grid -> (B, 2, H*factor, W*factor) in pixels of the finer grid."""
+    up = F.interpolate(flow, scale_factor=float(factor), mode="bilinear", align_corners=False)
+    return up * float(factor)
+
+
+def downsample_flow(flow: torch.Tensor, factor: int) -> torch.Tensor:
+    """Flow (B, 2, H, W) in pixels -> (B, 2, H/factor, W/factor) in pixels of the coarser grid (area mean)."""
+    return F.avg_pool2d(flow, factor) / float(factor)
+
+
+def backward_warp(source: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """Sample ``source`` (B, C, H, W) at ``p + flow(p)``; flow (B, 2, H, W) in pixels (u, v).
+
+    Bilinear GridSample with zero padding and ``align_corners=False`` (pixel centres at
+    integer coordinates, the convention of :mod:`geovis_ros.geometry.camera`).
+    Returns (B, C, H, W): the source image warped into the target frame.
+    """
+    _, _, h, w = flow.shape
+    ys = torch.arange(h, dtype=flow.dtype, device=flow.device).view(1, h, 1).expand(1, h, w)
+    xs = torch.arange(w, dtype=flow.dtype, device=flow.device).view(1, 1, w).expand(1, h, w)
+    u = xs + flow[:, 0]
+    v = ys + flow[:, 1]
+    grid = torch.stack([(2.0 * u + 1.0) / w - 1.0, (2.0 * v + 1.0) / h - 1.0], dim=-1)
+    return F.grid_sample(source, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def local_correlation(feat1: torch.Tensor, feat2: torch.Tensor, radius: int) -> torch.Tensor:
+    """Cost volume (B, (2r+1)^2, H, W): mean over channels of feat1(p) * feat2(p + d), |d|_inf <= r.
+
+    Built from explicit shifted slices of a zero-padded ``feat2`` (plain Pad/Slice/Mul/ReduceMean
+    in ONNX, no custom op). Displacement order: row-major over (dy, dx), both from -r to r.
+    """
+    _, _, h, w = feat1.shape
+    padded = F.pad(feat2, (radius, radius, radius, radius))
+    costs = [
+        (feat1 * padded[:, :, dy : dy + h, dx : dx + w]).mean(dim=1, keepdim=True)
+        for dy in range(2 * radius + 1)
+        for dx in range(2 * radius + 1)
+    ]
+    return torch.cat(costs, dim=1)

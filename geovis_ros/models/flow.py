@@ -1,0 +1,184 @@
+"""FlowRefineNet: learned coarse-to-fine refinement of a classical (OpenCV DIS) optical flow.
+
+The classical initialisation handles large displacements cheaply; the network corrects it
+PWC-style at 1/8, 1/4 and 1/2 resolution: warp the second image's features by the current
+flow (GridSample), build a local cost volume from explicit shifts, and predict a residual.
+The residual heads start at zero, so an untrained network returns the initialisation.
+
+ONNX contract (opset 17, GridSample needs >= 16; TensorRT >= 8.5 supports it): inputs
+``image1``, ``image2`` (B, 3, H, W) float32 normalised like every shipped network and
+``flow_init`` (B, 2, H, W) float32 forward flow image1 -> image2 in pixels (u, v);
+output ``flow`` (B, 2, H, W) float32 pixels. H and W multiples of :data:`FLOW_MULTIPLE`.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from torch import nn
+
+from geovis_ros.models.blocks import (
+    ConvAct,
+    DownStage,
+    ModelInputError,
+    backward_warp,
+    check_spatial_multiple,
+    downsample_flow,
+    local_correlation,
+    normalize_image,
+    upsample_flow,
+)
+
+FLOW_MULTIPLE = 16
+DIS_PRESETS = {"ultrafast": 0, "fast": 1, "medium": 2}
+
+
+class _LevelEstimator(nn.Module):
+    """Residual flow from [cost volume, features of image1, current flow / scale]."""
+
+    def __init__(self, in_ch: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            ConvAct(in_ch, 64, norm=False), ConvAct(64, 48, norm=False), ConvAct(48, 32, norm=False),
+            ConvAct(32, 32, dilation=2, norm=False),
+        )
+        self.out = nn.Conv2d(32, 2, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in_ch, h, w) -> residual flow (B, 2, h, w) in pixels of this level."""
+        return self.out(self.body(x))
+
+
+class FlowRefineNet(nn.Module):
+    """Refines ``flow_init`` with cost volumes at 1/8 (radius 4), 1/4 (radius 3) and 1/2 (radius 2).
+
+    Args:
+        widths: feature channels at 1/2, 1/4 and 1/8 resolution.
+    """
+
+    radii = (4, 3, 2)
+    scales = (8, 4, 2)
+
+    def __init__(self, widths: tuple[int, int, int] = (16, 32, 48)) -> None:
+        super().__init__()
+        c1, c2, c3 = widths
+        self.enc1 = DownStage(3, c1, norm=False)
+        self.enc2 = DownStage(c1, c2, norm=False)
+        self.enc3 = DownStage(c2, c3, norm=False)
+        self.estimators = nn.ModuleList(
+            [_LevelEstimator((2 * r + 1) ** 2 + c + 2) for r, c in zip(self.radii, (c3, c2, c1), strict=True)]
+        )
+
+    def _features(self, image: torch.Tensor) -> list[torch.Tensor]:
+        f1 = self.enc1(image)
+        f2 = self.enc2(f1)
+        f3 = self.enc3(f2)
+        return [f3, f2, f1]
+
+    def forward_multiscale(
+        self, image1: torch.Tensor, image2: torch.Tensor, flow_init: torch.Tensor
+    ) -> list[torch.Tensor]:
+        """Refined flows at 1/8, 1/4, 1/2 (each in pixels of its own grid) and the full-resolution flow."""
+        check_spatial_multiple(image1, FLOW_MULTIPLE, "image1")
+        if image1.shape != image2.shape or image1.shape[1] != 3:
+            raise ModelInputError(
+                f"image1 and image2 must both be (B, 3, H, W), got {tuple(image1.shape)} and {tuple(image2.shape)}"
+            )
+        if flow_init.shape[0] != image1.shape[0] or flow_init.shape[1] != 2 or flow_init.shape[2:] != image1.shape[2:]:
+            raise ModelInputError(f"flow_init must be (B, 2, H, W) like the images, got {tuple(flow_init.shape)}")
+        # Both images go through the encoder as one batch.
+        feats = self._features(torch.cat([image1, image2], 0))
+        batch = image1.shape[0]
+        flow = downsample_flow(flow_init, self.scales[0])
+        outputs = []
+        for level, (feat, radius, scale) in enumerate(zip(feats, self.radii, self.scales, strict=True)):
+            if level > 0:
+                flow = upsample_flow(flow, 2)
+            f1, f2 = feat[:batch], feat[batch:]
+            cost = local_correlation(f1, backward_warp(f2, flow), radius)
+            residual = self.estimators[level](torch.cat([cost, f1, flow / (64.0 / scale)], 1))
+            flow = flow + residual
+            outputs.append(flow)
+        outputs.append(upsample_flow(flow, self.scales[-1]))
+        return outputs
+
+    def forward(self, image1: torch.Tensor, image2: torch.Tensor, flow_init: torch.Tensor) -> torch.Tensor:
+        """Refined forward flow (B, 2, H, W) in pixels."""
+        return self.forward_multiscale(image1, image2, flow_init)[-1]
+
+
+def dis_flow(rgb1: NDArray[np.uint8], rgb2: NDArray[np.uint8], preset: str = "medium") -> NDArray[np.float32]:
+    """OpenCV DIS optical flow (H, W, 2) float32, pixels, from (H, W, 3) uint8 RGB image 1 to image 2."""
+    if preset not in DIS_PRESETS:
+        raise ModelInputError(f"unknown DIS preset {preset!r}; choose one of {sorted(DIS_PRESETS)}")
+    if rgb1.shape != rgb2.shape or rgb1.ndim != 3 or rgb1.shape[2] != 3:
+        raise ModelInputError(f"expected two (H, W, 3) images of equal size, got {rgb1.shape} and {rgb2.shape}")
+    dis = cv2.DISOpticalFlow_create(DIS_PRESETS[preset])
+    gray1 = cv2.cvtColor(rgb1, cv2.COLOR_RGB2GRAY)
+    gray2 = cv2.cvtColor(rgb2, cv2.COLOR_RGB2GRAY)
+    return dis.calc(gray1, gray2, None).astype(np.float32)
+
+
+def pad_to_multiple(array: NDArray[np.generic], multiple: int) -> NDArray[np.generic]:
+    """Edge-pad an (H, W, ...) array at the bottom and right so H and W are multiples of ``multiple``."""
+    h, w = array.shape[:2]
+    pad_h, pad_w = (-h) % multiple, (-w) % multiple
+    widths = [(0, pad_h), (0, pad_w)] + [(0, 0)] * (array.ndim - 2)
+    return np.pad(array, widths, mode="edge") if pad_h or pad_w else array
+
+
+def predict_flow(
+    model: nn.Module, rgb1: NDArray[np.uint8], rgb2: NDArray[np.uint8], preset: str = "medium"
+) -> NDArray[np.float32]:
+    """Refined forward flow (H, W, 2) float32, pixels, for two (H, W, 3) uint8 RGB images of any size.
+
+    Steps: DIS initialisation at full size, edge-pad images and flow to a multiple of
+    :data:`FLOW_MULTIPLE`, normalise, run the network, crop back to (H, W).
+    """
+    h, w = rgb1.shape[:2]
+    init = dis_flow(rgb1, rgb2, preset)
+    param = next(model.parameters())
+    with torch.no_grad():
+        im1 = torch.from_numpy(normalize_image(pad_to_multiple(rgb1, FLOW_MULTIPLE))).to(param.device)
+        im2 = torch.from_numpy(normalize_image(pad_to_multiple(rgb2, FLOW_MULTIPLE))).to(param.device)
+        fi = torch.from_numpy(pad_to_multiple(init, FLOW_MULTIPLE).transpose(2, 0, 1)[None].copy()).to(param.device)
+        flow = model(im1, im2, fi)
+    return np.ascontiguousarray(flow[0].float().cpu().numpy().transpose(1, 2, 0)[:h, :w])
+
+
+def forward_backward_consistency(
+    flow_fw: torch.Tensor, flow_bw: torch.Tensor, alpha: float = 0.01, beta: float = 0.5
+) -> torch.Tensor:
+    """Occlusion / confidence mask (B, 1, H, W) bool from forward and backward flows (B, 2, H, W), px.
+
+    A pixel p is consistent when ``|f(p) + b(p + f(p))|^2 < alpha (|f|^2 + |b(p + f(p))|^2) + beta``
+    (UnFlow's test): following the flow there and back returns close to p. Pixels whose forward
+    flow leaves the image are inconsistent.
+    """
+    bw_at_target = backward_warp(flow_bw, flow_fw)
+    mismatch = (flow_fw + bw_at_target).pow(2).sum(1, keepdim=True)
+    bound = alpha * (flow_fw.pow(2).sum(1, keepdim=True) + bw_at_target.pow(2).sum(1, keepdim=True)) + beta
+    _, _, h, w = flow_fw.shape
+    ys = torch.arange(h, dtype=flow_fw.dtype, device=flow_fw.device).view(1, 1, h, 1)
+    xs = torch.arange(w, dtype=flow_fw.dtype, device=flow_fw.device).view(1, 1, 1, w)
+    u = xs + flow_fw[:, :1]
+    v = ys + flow_fw[:, 1:]
+    inside = (u >= 0) & (u <= w - 1) & (v >= 0) & (v <= h - 1)
+    return (mismatch < bound) & inside
+
+
+def forward_backward_mask(
+    model: nn.Module, rgb1: NDArray[np.uint8], rgb2: NDArray[np.uint8], preset: str = "medium"
+) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
+    """Forward flow (H, W, 2) float32 px and its consistency mask (H, W) bool, by running the net both ways."""
+    flow_fw = predict_flow(model, rgb1, rgb2, preset)
+    flow_bw = predict_flow(model, rgb2, rgb1, preset)
+    mask = forward_backward_consistency(
+        torch.from_numpy(flow_fw.transpose(2, 0, 1)[None].copy()),
+        torch.from_numpy(flow_bw.transpose(2, 0, 1)[None].copy()),
+    )
+    return flow_fw, mask[0, 0].numpy()

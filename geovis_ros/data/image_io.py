@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -45,16 +46,16 @@ def _require_file(path: Path) -> Path:
     return path
 
 
-def _imread(path: Path, flags: int = cv2.IMREAD_UNCHANGED) -> NDArray[np.generic]:
+def _imread(path: Path, flags: int = cv2.IMREAD_UNCHANGED) -> NDArray[Any]:
     """cv2.imread that raises instead of returning None."""
     path = _require_file(path)
     image = cv2.imread(str(path), flags)
     if image is None:
         raise DatasetError(f"{path}: not a readable image (corrupt or unsupported format)")
-    return image
+    return np.asarray(image)
 
 
-def _imwrite(path: Path, image: NDArray[np.generic]) -> None:
+def _imwrite(path: Path, image: NDArray[Any]) -> None:
     """cv2.imwrite that creates the parent folder and raises on failure."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -65,22 +66,39 @@ def _imwrite(path: Path, image: NDArray[np.generic]) -> None:
 # --------------------------------------------------------------------------------------------- RGB
 
 
-def to_rgb8(image: NDArray[np.generic], source: str) -> NDArray[np.uint8]:
+def to_rgb8(image: NDArray[Any], source: str) -> NDArray[np.uint8]:
     """(H, W, 3) uint8 RGB from an OpenCV-ordered image: grey (H, W), BGR or BGRA, 8 or 16 bit.
 
-    16-bit images are scaled to 8 bit (v // 257). ``source`` names the origin for error messages.
+    16-bit images keep their high byte (v >> 8). ``source`` names the origin for error messages.
     """
     if image.dtype == np.uint16:
-        image = (image // 257).astype(np.uint8)
+        image = (image >> 8).astype(np.uint8)
     if image.dtype != np.uint8:
         raise DatasetError(f"{source}: unsupported image dtype {image.dtype} (expected 8 or 16 bit)")
     if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
         return np.ascontiguousarray(np.repeat(image.reshape(image.shape[0], image.shape[1], 1), 3, axis=2))
     if image.ndim == 3 and image.shape[2] == 3:
-        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        return np.asarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), dtype=np.uint8)
     if image.ndim == 3 and image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+        return np.asarray(cv2.cvtColor(image, cv2.COLOR_BGRA2RGB), dtype=np.uint8)
     raise DatasetError(f"{source}: unsupported image shape {image.shape}")
+
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".webp")
+
+
+def _natural_key(path: Path) -> list[int | str]:
+    """Sort key that orders embedded numbers by value: frame2 < frame10."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files (by extension) directly inside ``folder``, in natural name order."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: image folder does not exist")
+    images = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+    return sorted(images, key=_natural_key)
 
 
 def read_rgb(path: Path) -> NDArray[np.uint8]:
@@ -94,6 +112,22 @@ def write_rgb(path: Path, rgb: NDArray[np.uint8]) -> None:
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise DatasetError(f"{path}: expected an (H, W, 3) uint8 RGB image, got {rgb.dtype} {rgb.shape}")
     _imwrite(path, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+
+def read_mask_png(path: Path) -> NDArray[np.bool_]:
+    """(H, W) bool mask from an 8-bit single-channel PNG (True where the value is > 127)."""
+    image = _imread(path)
+    if image.dtype != np.uint8 or image.ndim != 2:
+        raise DatasetError(f"{path}: mask PNG must be 8-bit single-channel, got {image.dtype} {image.shape}")
+    return image > 127
+
+
+def write_mask_png(path: Path, mask: NDArray[np.bool_]) -> None:
+    """Write an (H, W) bool mask as an 8-bit single-channel PNG, 255 = True, 0 = False."""
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise DatasetError(f"{path}: expected an (H, W) mask, got shape {mask.shape}")
+    _imwrite(path, np.where(mask, 255, 0).astype(np.uint8))
 
 
 # --------------------------------------------------------------------------------------- flow .flo

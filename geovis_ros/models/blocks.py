@@ -7,9 +7,11 @@ Slice, Concat, and — in the flow network only — GridSample.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
+
 import numpy as np
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as F  # noqa: N812
 from numpy.typing import NDArray
 from torch import nn
 
@@ -42,13 +44,40 @@ def normalize_image_tensor(rgb: torch.Tensor) -> torch.Tensor:
     return (rgb.float() / 255.0 - mean) / std
 
 
+def exporting() -> bool:
+    """True while the module is being traced or exported (shape checks must not become constants)."""
+    return torch.jit.is_tracing() or torch.jit.is_scripting()
+
+
 def check_spatial_multiple(tensor: torch.Tensor, multiple: int, name: str) -> None:
-    """Raise :class:`ModelInputError` unless ``tensor`` is (B, C, H, W) with H, W multiples of ``multiple``."""
+    """Raise :class:`ModelInputError` unless ``tensor`` is (B, C, H, W) with H, W multiples of ``multiple``.
+
+    Skipped while tracing for export, where the exported graph keeps the sizes dynamic.
+    """
+    if exporting():
+        return
     if tensor.dim() != 4:
         raise ModelInputError(f"{name} must be (B, C, H, W), got shape {tuple(tensor.shape)}")
     h, w = int(tensor.shape[-2]), int(tensor.shape[-1])
     if h % multiple or w % multiple or h == 0 or w == 0:
         raise ModelInputError(f"{name} height and width must be positive multiples of {multiple}, got {w}x{h}")
+
+
+InferFn = Callable[[Mapping[str, NDArray[np.float32]]], Mapping[str, NDArray[np.float32]]]
+"""``infer({input name: array}) -> {output name: array}``: an inference engine's ``infer`` or :func:`module_infer`."""
+
+
+def module_infer(model: nn.Module, input_names: Sequence[str], output_names: Sequence[str]) -> InferFn:
+    """Wrap an ``nn.Module`` as an :data:`InferFn`: numpy in, numpy out, no gradients, model's device."""
+
+    def infer(inputs: Mapping[str, NDArray[np.float32]]) -> dict[str, NDArray[np.float32]]:
+        device = next(model.parameters()).device
+        with torch.no_grad():
+            outputs = model(*(torch.from_numpy(np.ascontiguousarray(inputs[n])).to(device) for n in input_names))
+        outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+        return {n: o.float().cpu().numpy() for n, o in zip(output_names, outputs, strict=True)}
+
+    return infer
 
 
 class ConvAct(nn.Module):

@@ -28,8 +28,11 @@ from geovis_ros.geometry.camera import Intrinsics
 from geovis_ros.models.blocks import (
     ConvAct,
     DownStage,
+    InferFn,
     ModelInputError,
     check_spatial_multiple,
+    exporting,
+    module_infer,
     normalize_image,
     upsample2,
 )
@@ -49,6 +52,7 @@ class DepthNet(nn.Module):
 
     ``forward(image)`` returns the full-resolution ``(depth, log_var)``;
     ``forward_multiscale(image)`` returns ``[(log_depth, log_var), ...]`` coarse to fine for training.
+
     """
 
     def __init__(self, widths: tuple[int, int, int, int] = (24, 32, 48, 64)) -> None:
@@ -72,7 +76,7 @@ class DepthNet(nn.Module):
     def forward_multiscale(self, image: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """[(log_depth, log_var)] at 1/8, 1/4, 1/2, 1/1 resolution, each (B, 1, h, w) float32."""
         check_spatial_multiple(image, DEPTH_MULTIPLE, "image")
-        if image.shape[1] != 3:
+        if not exporting() and image.shape[1] != 3:
             raise ModelInputError(f"image must have 3 channels, got {image.shape[1]}")
         e1 = self.enc1(image)
         e2 = self.enc2(e1)
@@ -124,17 +128,15 @@ def network_size_for(intrinsics: Intrinsics, target_width: int, multiple: int = 
     return width, height
 
 
-def predict_depth(
-    model: nn.Module,
-    rgb: NDArray[np.uint8],
-    intrinsics: Intrinsics,
-    network_size: tuple[int, int],
+def run_depth(
+    infer: InferFn, rgb: NDArray[np.uint8], intrinsics: Intrinsics, network_size: tuple[int, int]
 ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-    """Metric depth and log-variance (H, W) float32 for one (H, W, 3) uint8 RGB image, with PyTorch.
+    """Metric depth (H, W) float32 metres and log-variance (H, W) for one (H, W, 3) uint8 RGB image.
 
-    Steps (each explicit): resize the image to ``network_size`` (width, height) with area
-    interpolation, rescale the intrinsics the same way, normalise, run the network, scale the
-    canonical depth by the resized fx, resize depth and log-variance back to (H, W) bilinearly.
+    ``infer`` runs the network (an engine's ``infer`` or :func:`module_infer`). Steps, each explicit:
+    resize the image to ``network_size`` (width, height) with area interpolation, rescale the
+    intrinsics the same way, normalise, run, scale the canonical depth by the resized fx
+    (:func:`scale_depth_to_camera`), resize depth and log-variance back to (H, W) bilinearly.
     """
     h, w = rgb.shape[:2]
     if (intrinsics.width, intrinsics.height) != (w, h):
@@ -142,15 +144,20 @@ def predict_depth(
             f"intrinsics are for {intrinsics.width}x{intrinsics.height} but the image is {w}x{h}"
         )
     net_w, net_h = network_size
-    resized = cv2.resize(rgb, (net_w, net_h), interpolation=cv2.INTER_AREA) if (net_w, net_h) != (w, h) else rgb
-    net_k = intrinsics.resized(net_w, net_h)
-    param = next(model.parameters())
-    with torch.no_grad():
-        image = torch.from_numpy(normalize_image(resized)).to(param.device)
-        depth_c, log_var = model(image)
-    depth = scale_depth_to_camera(depth_c[0, 0].float().cpu().numpy(), net_k.fx)
-    log_var_np = log_var[0, 0].float().cpu().numpy()
+    if net_w % DEPTH_MULTIPLE or net_h % DEPTH_MULTIPLE:
+        raise ModelInputError(f"network size {net_w}x{net_h} must be multiples of {DEPTH_MULTIPLE}")
+    resized = rgb if (net_w, net_h) == (w, h) else cv2.resize(rgb, (net_w, net_h), interpolation=cv2.INTER_AREA)
+    outputs = infer({"image": normalize_image(resized)})
+    depth = np.asarray(scale_depth_to_camera(outputs["depth"][0, 0], intrinsics.resized(net_w, net_h).fx))
+    log_var = np.asarray(outputs["log_var"][0, 0], dtype=np.float32)
     if (net_w, net_h) != (w, h):
         depth = cv2.resize(depth, (w, h), interpolation=cv2.INTER_LINEAR)
-        log_var_np = cv2.resize(log_var_np, (w, h), interpolation=cv2.INTER_LINEAR)
-    return np.asarray(depth, dtype=np.float32), log_var_np.astype(np.float32)
+        log_var = cv2.resize(log_var, (w, h), interpolation=cv2.INTER_LINEAR)
+    return depth.astype(np.float32), log_var.astype(np.float32)
+
+
+def predict_depth(
+    model: nn.Module, rgb: NDArray[np.uint8], intrinsics: Intrinsics, network_size: tuple[int, int]
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """:func:`run_depth` with a PyTorch :class:`DepthNet` (any device)."""
+    return run_depth(module_infer(model, ("image",), ("depth", "log_var")), rgb, intrinsics, network_size)

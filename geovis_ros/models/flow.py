@@ -22,11 +22,14 @@ from torch import nn
 from geovis_ros.models.blocks import (
     ConvAct,
     DownStage,
+    InferFn,
     ModelInputError,
     backward_warp,
     check_spatial_multiple,
+    exporting,
     downsample_flow,
     local_correlation,
+    module_infer,
     normalize_image,
     upsample_flow,
 )
@@ -58,6 +61,7 @@ class FlowRefineNet(nn.Module):
 
     Args:
         widths: feature channels at 1/2, 1/4 and 1/8 resolution.
+
     """
 
     radii = (4, 3, 2)
@@ -84,11 +88,12 @@ class FlowRefineNet(nn.Module):
     ) -> list[torch.Tensor]:
         """Refined flows at 1/8, 1/4, 1/2 (each in pixels of its own grid) and the full-resolution flow."""
         check_spatial_multiple(image1, FLOW_MULTIPLE, "image1")
-        if image1.shape != image2.shape or image1.shape[1] != 3:
+        if not exporting() and (image1.shape != image2.shape or image1.shape[1] != 3):
             raise ModelInputError(
                 f"image1 and image2 must both be (B, 3, H, W), got {tuple(image1.shape)} and {tuple(image2.shape)}"
             )
-        if flow_init.shape[0] != image1.shape[0] or flow_init.shape[1] != 2 or flow_init.shape[2:] != image1.shape[2:]:
+        if not exporting() and (flow_init.shape[1] != 2 or flow_init.shape[0] != image1.shape[0]
+                                or flow_init.shape[2:] != image1.shape[2:]):
             raise ModelInputError(f"flow_init must be (B, 2, H, W) like the images, got {tuple(flow_init.shape)}")
         # Both images go through the encoder as one batch.
         feats = self._features(torch.cat([image1, image2], 0))
@@ -131,23 +136,30 @@ def pad_to_multiple(array: NDArray[np.generic], multiple: int) -> NDArray[np.gen
     return np.pad(array, widths, mode="edge") if pad_h or pad_w else array
 
 
-def predict_flow(
-    model: nn.Module, rgb1: NDArray[np.uint8], rgb2: NDArray[np.uint8], preset: str = "medium"
+def run_flow(
+    infer: InferFn, rgb1: NDArray[np.uint8], rgb2: NDArray[np.uint8], preset: str = "medium"
 ) -> NDArray[np.float32]:
     """Refined forward flow (H, W, 2) float32, pixels, for two (H, W, 3) uint8 RGB images of any size.
 
-    Steps: DIS initialisation at full size, edge-pad images and flow to a multiple of
-    :data:`FLOW_MULTIPLE`, normalise, run the network, crop back to (H, W).
+    ``infer`` runs the network (an engine's ``infer`` or :func:`module_infer`). Steps: DIS
+    initialisation at full size, edge-pad images and flow to a multiple of :data:`FLOW_MULTIPLE`,
+    normalise, run, crop back to (H, W).
     """
     h, w = rgb1.shape[:2]
     init = dis_flow(rgb1, rgb2, preset)
-    param = next(model.parameters())
-    with torch.no_grad():
-        im1 = torch.from_numpy(normalize_image(pad_to_multiple(rgb1, FLOW_MULTIPLE))).to(param.device)
-        im2 = torch.from_numpy(normalize_image(pad_to_multiple(rgb2, FLOW_MULTIPLE))).to(param.device)
-        fi = torch.from_numpy(pad_to_multiple(init, FLOW_MULTIPLE).transpose(2, 0, 1)[None].copy()).to(param.device)
-        flow = model(im1, im2, fi)
-    return np.ascontiguousarray(flow[0].float().cpu().numpy().transpose(1, 2, 0)[:h, :w])
+    outputs = infer({
+        "image1": normalize_image(pad_to_multiple(rgb1, FLOW_MULTIPLE)),
+        "image2": normalize_image(pad_to_multiple(rgb2, FLOW_MULTIPLE)),
+        "flow_init": np.ascontiguousarray(pad_to_multiple(init, FLOW_MULTIPLE).transpose(2, 0, 1)[None]),
+    })
+    return np.ascontiguousarray(outputs["flow"][0].transpose(1, 2, 0)[:h, :w], dtype=np.float32)
+
+
+def predict_flow(
+    model: nn.Module, rgb1: NDArray[np.uint8], rgb2: NDArray[np.uint8], preset: str = "medium"
+) -> NDArray[np.float32]:
+    """:func:`run_flow` with a PyTorch :class:`FlowRefineNet` (any device)."""
+    return run_flow(module_infer(model, ("image1", "image2", "flow_init"), ("flow",)), rgb1, rgb2, preset)
 
 
 def forward_backward_consistency(

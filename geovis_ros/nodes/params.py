@@ -54,6 +54,7 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("mode", "live", "live: keep only the newest frame; bag: every frame in order", ("live", "bag")),
     ParamSpec("input_qos", "sensor_data", "QoS of the image/camera_info subscriptions",
               ("sensor_data", "reliable")),
+    ParamSpec("use_compressed", False, "subscribe image/compressed (jpeg/png) instead of image"),
     ParamSpec("publish_depth", True, "publish depth, depth/camera_info and depth/uncertainty"),
     ParamSpec("publish_flow", True, "publish flow"),
     ParamSpec("publish_points", True, "publish the per-frame point cloud"),

@@ -20,6 +20,7 @@ class Frame:
         image: (H, W, 3) uint8 RGB.
         intrinsics: pinhole intrinsics of ``image``.
         frame_id: camera frame name (OpenCV optical convention).
+
     """
 
     stamp_ns: int
@@ -47,6 +48,7 @@ class DepthResult:
         std: (H, W) float32 standard deviation of ``depth``, metres.
         intrinsics: intrinsics of ``depth`` (same as the frame's).
         is_metric: False for relative-depth models (scale recovered downstream).
+
     """
 
     depth: NDArray[np.float32]
@@ -63,6 +65,7 @@ class FlowResult:
         flow: (H, W, 2) float32 pixels (du, dv), NaN where invalid (e.g. fails
             forward-backward consistency).
         previous_stamp_ns: stamp of the frame the flow starts from.
+
     """
 
     flow: NDArray[np.float32]
@@ -92,6 +95,7 @@ class OdometryResult:
         keyframe_id: id of the keyframe this frame was tracked against.
         residual: robust photometric / reprojection residual of the final estimate.
         inlier_ratio: fraction of pixels / correspondences accepted by the robust weights.
+
     """
 
     pose: NDArray[np.float64]

@@ -54,6 +54,11 @@ class FrameQueue(Generic[T]):
             self._closed = True
             self._cond.notify_all()
 
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`close`."""
+        return self._closed
+
     def __len__(self) -> int:
         with self._cond:
             return len(self._items)

@@ -1,0 +1,231 @@
+"""Backend selection: what can run here, in which order, and the factory that creates an Engine.
+
+``backend="auto"`` tries tensorrt (CUDA) > torch (CUDA) > onnxruntime (CPU) > torch (CPU), skipping
+what is not importable or usable, and logs the choice together with the reason for every skipped
+option. An explicit backend is tried first; with ``allow_fallback`` the auto order follows it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from geovis_ros.inference.engine import (
+    BackendUnavailableError,
+    Engine,
+    EngineConfig,
+    InferenceError,
+    ModelSpec,
+)
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BackendOption:
+    """One way to run a model: a backend on a device kind (``cpu`` or ``cuda``)."""
+
+    backend: str
+    device: str
+
+    @property
+    def label(self) -> str:
+        """E.g. ``onnxruntime-cpu``."""
+        return f"{self.backend}-{self.device}"
+
+
+AUTO_ORDER = (BackendOption("tensorrt", "cuda"), BackendOption("torch", "cuda"),
+              BackendOption("onnxruntime", "cpu"), BackendOption("torch", "cpu"))
+
+
+def physical_cpu_cores() -> int:
+    """Physical cores this process may run on (hyper-thread siblings counted once, cgroup quota applied)."""
+    get_affinity = getattr(os, "sched_getaffinity", None)
+    cpus = sorted(get_affinity(0)) if get_affinity else list(range(os.cpu_count() or 1))
+    cores = set()
+    for cpu in cpus:
+        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            cores.add(((topology / "physical_package_id").read_text().strip(),
+                       (topology / "core_id").read_text().strip()))
+        except OSError:
+            cores.add(("cpu", str(cpu)))
+    count = max(1, len(cores))
+    quota = _cgroup_cpu_quota()
+    return min(count, quota) if quota else count
+
+
+def _cgroup_cpu_quota() -> int | None:
+    """CPUs allowed by a cgroup v2 ``cpu.max`` quota (rounded up), None when unlimited or unknown."""
+    try:
+        limit, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+    except (OSError, ValueError):
+        return None
+    if limit == "max":
+        return None
+    return max(1, math.ceil(int(limit) / int(period)))
+
+
+def cuda_unavailable_reason() -> str | None:
+    """Why torch cannot use a CUDA device here, or None if it can."""
+    try:
+        import torch
+    except ImportError as err:
+        return f"torch is not installed ({err})"
+    if torch.version.cuda is None:
+        return f"this torch build ({torch.__version__}) has no CUDA support"
+    if not torch.cuda.is_available():
+        return "torch.cuda.is_available() is False (no NVIDIA GPU or driver visible)"
+    return None
+
+
+def _import_reason(module_name: str) -> str | None:
+    try:
+        importlib.import_module(module_name)
+    except ImportError as err:
+        return f"{module_name} is not installed ({err})"
+    return None
+
+
+def option_unavailable_reason(option: BackendOption, spec: ModelSpec | None = None) -> str | None:
+    """Why ``option`` cannot run (``spec``, if given, here), or None if it can."""
+    if option.backend == "tensorrt":
+        reason = _import_reason("tensorrt")
+        return reason or cuda_unavailable_reason() or _import_reason("onnx")
+    if option.backend == "torch":
+        if spec is not None and spec.build_module is None:
+            return f"model {spec.name} ships only an ONNX file, no torch module"
+        return cuda_unavailable_reason() if option.device == "cuda" else _import_reason("torch")
+    reason = _import_reason("onnxruntime")
+    if reason is None and option.device == "cuda":
+        import onnxruntime
+
+        if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+            reason = "onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)"
+    return reason
+
+
+Availability = Callable[[BackendOption, ModelSpec | None], str | None]
+
+
+def plan_backends(config: EngineConfig, spec: ModelSpec | None = None,
+                  availability: Availability = option_unavailable_reason,
+                  ) -> tuple[list[BackendOption], list[tuple[BackendOption, str]]]:
+    """``(candidates in order, [(skipped option, reason), ...])`` for ``config``.
+
+    Without ``allow_fallback`` there is at most one candidate.
+    """
+    device_kind = config.device.partition(":")[0]
+    if config.backend == "auto":
+        wanted = list(AUTO_ORDER)
+    else:
+        if device_kind == "auto":
+            own_cuda = BackendOption(config.backend, "cuda")
+            kind = "cuda" if config.backend == "tensorrt" or availability(own_cuda, spec) is None else "cpu"
+        else:
+            kind = device_kind
+        requested = BackendOption(config.backend, kind)
+        wanted = [requested] + ([o for o in AUTO_ORDER if o != requested] if config.allow_fallback else [])
+    candidates: list[BackendOption] = []
+    skipped: list[tuple[BackendOption, str]] = []
+    for option in wanted:
+        if device_kind != "auto" and option.device != device_kind:
+            reason: str | None = f"device is set to {config.device}"
+        else:
+            reason = availability(option, spec)
+        if reason is None:
+            candidates.append(option)
+        else:
+            skipped.append((option, reason))
+    return (candidates if config.allow_fallback else candidates[:1]), skipped
+
+
+def _device_name(option: BackendOption, config: EngineConfig) -> str:
+    return config.device if option.device == "cuda" and config.device.startswith("cuda:") else option.device
+
+
+def _set_torch_cpu_threads(config: EngineConfig) -> None:
+    import torch
+
+    threads = config.num_threads or physical_cpu_cores()
+    if torch.get_num_threads() != threads:
+        LOG.info("torch intra-op threads: %d -> %d", torch.get_num_threads(), threads)
+        torch.set_num_threads(threads)
+
+
+ToolkitFactory = Callable[[str], object]
+
+
+def _create(option: BackendOption, spec: ModelSpec, height: int, width: int, config: EngineConfig,
+            toolkit_factory: ToolkitFactory | None) -> Engine:
+    device = _device_name(option, config)
+    if option.backend == "torch":
+        from geovis_ros.inference.torch_backend import TorchEngine
+
+        assert spec.build_module is not None  # availability checked it
+        if option.device == "cpu":
+            _set_torch_cpu_threads(config)
+        return TorchEngine(spec, spec.build_module(), height, width, device=device, precision=config.precision,
+                           compile_module=config.torch_compile)
+    from geovis_ros.inference.export import onnx_bytes_for
+
+    onnx_bytes = onnx_bytes_for(spec, height, width)
+    if option.backend == "onnxruntime":
+        from geovis_ros.inference.onnxruntime_backend import OnnxRuntimeEngine
+
+        return OnnxRuntimeEngine(spec, onnx_bytes, height, width, device=device, num_threads=config.num_threads)
+    from geovis_ros.inference.tensorrt_backend import TensorRTRuntime, load_or_build_engine
+
+    toolkit = (toolkit_factory or TensorRTRuntime)(device)
+    reference_name, reference = reference_engine(spec, onnx_bytes, height, width)
+    return load_or_build_engine(spec, onnx_bytes, height, width, config, toolkit,  # type: ignore[arg-type]
+                                reference.infer, reference_name)
+
+
+def reference_engine(spec: ModelSpec, onnx_bytes: bytes, height: int, width: int) -> tuple[str, Engine]:
+    """The fp32 CPU engine a new TensorRT engine is checked against: ONNX Runtime, else torch."""
+    if option_unavailable_reason(BackendOption("onnxruntime", "cpu")) is None:
+        from geovis_ros.inference.onnxruntime_backend import OnnxRuntimeEngine
+
+        return "onnxruntime-cpu", OnnxRuntimeEngine(spec, onnx_bytes, height, width)
+    if spec.build_module is None:
+        raise BackendUnavailableError(f"no reference backend to check the TensorRT engine of {spec.name} "
+                                      "(install onnxruntime)")
+    from geovis_ros.inference.torch_backend import TorchEngine
+
+    return "torch-cpu", TorchEngine(spec, spec.build_module(), height, width)
+
+
+def create_engine(spec: ModelSpec, height: int, width: int, config: EngineConfig, *,
+                  availability: Availability = option_unavailable_reason,
+                  toolkit_factory: ToolkitFactory | None = None) -> Engine:
+    """An Engine for ``spec`` at a ``height`` x ``width`` network input, chosen as ``config`` says.
+
+    ``availability`` and ``toolkit_factory`` (device -> TensorRT toolkit) are injection points for
+    tests. Raises BackendUnavailableError listing every option's reason when nothing can run, or the
+    first failure (e.g. EngineValidationError) when ``allow_fallback`` is off.
+    """
+    if height % spec.spatial_multiple or width % spec.spatial_multiple:
+        raise ValueError(f"{spec.name} needs a network size that is a multiple of {spec.spatial_multiple}, "
+                         f"got {width}x{height} (see preprocess.resize_and_pad)")
+    candidates, skipped = plan_backends(config, spec, availability)
+    reasons = [f"{option.label}: {reason}" for option, reason in skipped]
+    for option in candidates:
+        try:
+            engine = _create(option, spec, height, width, config, toolkit_factory)
+        except InferenceError as err:
+            if not config.allow_fallback:
+                raise
+            LOG.warning("%s: %s failed, trying the next backend: %s", spec.name, option.label, err)
+            reasons.append(f"{option.label}: {err}")
+            continue
+        LOG.info("%s %dx%d: using %s (%s, %s)%s", spec.name, width, height, option.label, engine.device,
+                 engine.precision, "; skipped " + "; ".join(reasons) if reasons else "")
+        return engine
+    raise BackendUnavailableError(f"no backend can run {spec.name} with backend={config.backend}, "
+                                  f"device={config.device}: " + "; ".join(reasons))

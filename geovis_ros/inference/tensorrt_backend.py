@@ -1,0 +1,363 @@
+"""TensorRT 10 backend: build, cache, validate, and run engines on the caller's CUDA stream.
+
+Build: ONNX parser, static optimisation profile, FP32/FP16 (INT8 from a calibration cache).
+Run: ``execute_async_v3`` on the caller's torch CUDA stream with pre-allocated device buffers.
+
+``tensorrt`` is imported only by :class:`TensorRTRuntime`. Everything around it (cache keys, locking,
+the build-time numerical check, fallback) goes through the small :class:`TensorRTToolkit` protocol,
+so it runs and is tested without TensorRT by injecting a fake toolkit.
+
+Engines are built for one input size (min = opt = max in the optimisation profile): the fastest
+kernels for the camera's fixed resolution; another size is another cache key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from geovis_ros.inference.cache import BuildOutput, EngineCache, EngineCacheKey
+from geovis_ros.inference.engine import (
+    BackendUnavailableError,
+    Engine,
+    EngineConfig,
+    EngineValidationError,
+    InferenceError,
+    ModelSpec,
+    TensorSpec,
+    check_inputs,
+    is_torch_tensor,
+    output_errors,
+    require,
+)
+
+LOG = logging.getLogger(__name__)
+
+GOLDEN_SEED = 0
+Reference = Callable[[Mapping[str, Any]], Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """Everything a TensorRT build consumes. ``input_shapes``: name -> shape, in input order."""
+
+    onnx_bytes: bytes
+    input_shapes: Mapping[str, tuple[int, ...]]
+    precision: str
+    workspace_mib: int
+    int8_calibration_cache: Path | None = None
+
+
+class TensorRTToolkit(Protocol):
+    """The TensorRT operations the cache logic needs (real: :class:`TensorRTRuntime`)."""
+
+    version: str
+    gpu_name: str
+    compute_capability: str
+
+    def build(self, request: BuildRequest, timing_cache: bytes | None) -> BuildOutput:
+        """Build a serialized engine; returns it with the updated timing cache."""
+        ...
+
+    def load(self, engine_bytes: bytes, spec: ModelSpec, height: int, width: int, precision: str) -> Engine:
+        """Deserialize an engine into a runnable Engine; raises InferenceError if it cannot."""
+        ...
+
+
+def builder_flags(config: EngineConfig) -> tuple[str, ...]:
+    """Builder settings that change the engine, as key components (precision is keyed separately)."""
+    flags = [f"workspace_mib={config.workspace_mib}", "profile=static"]
+    if config.precision == "int8":
+        flags.append(f"int8_calibration_sha256={_calibration_digest(config.int8_calibration_cache)}")
+    return tuple(flags)
+
+
+def _calibration_digest(path: Path | None) -> str:
+    if path is None or not Path(path).is_file():
+        raise InferenceError("INT8 needs a calibration cache: set int8_calibration_cache to the file written by "
+                             f"a TensorRT calibration run on real images (got {path})")
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def engine_cache_key(spec: ModelSpec, onnx_bytes: bytes, height: int, width: int, config: EngineConfig,
+                     toolkit: TensorRTToolkit) -> EngineCacheKey:
+    """The cache key of ``spec`` at ``height`` x ``width`` built by ``toolkit`` with ``config``."""
+    return EngineCacheKey(
+        model=spec.name,
+        onnx_sha256=hashlib.sha256(onnx_bytes).hexdigest(),
+        tensorrt_version=toolkit.version,
+        gpu_name=toolkit.gpu_name,
+        compute_capability=toolkit.compute_capability,
+        precision=config.precision,
+        input_shapes=tuple(spec.input_shapes(height, width).items()),
+        builder_flags=builder_flags(config),
+    )
+
+
+def load_or_build_engine(spec: ModelSpec, onnx_bytes: bytes, height: int, width: int, config: EngineConfig,
+                         toolkit: TensorRTToolkit, reference: Reference, reference_name: str) -> Engine:
+    """A TensorRT engine for ``spec``: cached if the key matches, else built, checked and cached.
+
+    The build-time check runs golden inputs (``spec.make_inputs(seed=0)``) through the new engine and
+    through ``reference``; the per-output relative errors are stored with the engine. An engine whose
+    error exceeds ``spec.tolerance(precision)`` raises EngineValidationError, now and on every later
+    start (from the stored report, without rebuilding; delete the file or use ``build-engines
+    --force`` to retry). A cached engine TensorRT cannot deserialize is removed and rebuilt once.
+    """
+    key = engine_cache_key(spec, onnx_bytes, height, width, config, toolkit)
+    cache = EngineCache(config.engine_cache_dir, config.lock_timeout_s)
+    request = BuildRequest(onnx_bytes, spec.input_shapes(height, width), config.precision, config.workspace_mib,
+                           config.int8_calibration_cache)
+    golden = spec.make_inputs(height, width, seed=GOLDEN_SEED)
+    fresh: dict[str, Engine] = {}
+
+    def build(timing_cache: bytes | None) -> BuildOutput:
+        return toolkit.build(request, timing_cache)
+
+    def validate(engine_bytes: bytes) -> dict[str, Any]:
+        fresh["engine"] = toolkit.load(engine_bytes, spec, height, width, config.precision)
+        errors = output_errors(fresh["engine"].infer(golden), reference(golden))
+        return {"validation": {"reference": reference_name, "golden_seed": GOLDEN_SEED, "errors": errors}}
+
+    for attempt in (1, 2):
+        entry = cache.get_or_build(key, build, validate)
+        _raise_if_rejected(spec, key, entry.metadata, entry.path, cached=entry.hit)
+        if "engine" in fresh:
+            return fresh["engine"]
+        try:
+            return toolkit.load(entry.engine, spec, height, width, config.precision)
+        except InferenceError as err:
+            if attempt == 2:
+                raise
+            cache.invalidate(key, f"TensorRT could not load it: {err}")
+    raise AssertionError("unreachable")
+
+
+def _raise_if_rejected(spec: ModelSpec, key: EngineCacheKey, metadata: Mapping[str, Any], path: Path,
+                       cached: bool) -> None:
+    """EngineValidationError if the stored validation report exceeds the model's tolerance."""
+    report = metadata.get("validation")
+    tolerance = spec.tolerance(key.precision)
+    if not isinstance(report, Mapping) or not isinstance(report.get("errors"), Mapping):
+        raise EngineValidationError(f"engine {path} has no build-time validation report; delete it to rebuild")
+    failed = {name: err for name, err in report["errors"].items() if not float(err) <= tolerance}
+    if failed:
+        detail = ", ".join(f"{name!r} relative error {err:.3g}" for name, err in failed.items())
+        when = f"(recorded when it was built; {path})" if cached else f"({path})"
+        raise EngineValidationError(
+            f"TensorRT {key.tensorrt_version} {key.precision} engine of {spec.name} on {key.gpu_name} disagrees "
+            f"with the {report.get('reference')} reference beyond the tolerance {tolerance:g}: {detail} {when}")
+
+
+class TensorRTRuntime:
+    """The real :class:`TensorRTToolkit` (TensorRT 10 Python API) on one CUDA device."""
+
+    def __init__(self, device: str = "cuda") -> None:
+        from geovis_ros.inference.select import cuda_unavailable_reason
+
+        self._trt = require("tensorrt", "the TensorRT backend")
+        reason = cuda_unavailable_reason()
+        if reason is not None:
+            raise BackendUnavailableError(f"TensorRT needs a CUDA device: {reason}")
+        import torch
+
+        self._device = torch.device(device if ":" in device else f"cuda:{torch.cuda.current_device()}")
+        props = torch.cuda.get_device_properties(self._device)
+        self.version = str(self._trt.__version__)
+        self.gpu_name = str(props.name)
+        self.compute_capability = f"{props.major}.{props.minor}"
+        self._logger = _python_logger(self._trt)
+        self._runtime = self._trt.Runtime(self._logger)
+
+    def build(self, request: BuildRequest, timing_cache: bytes | None) -> BuildOutput:
+        """Parse the ONNX, configure precision/workspace/profile/timing cache, build the serialized engine."""
+        import torch
+
+        trt = self._trt
+        with torch.cuda.device(self._device):
+            builder = trt.Builder(self._logger)
+            network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+            parser = trt.OnnxParser(network, self._logger)
+            if not parser.parse(request.onnx_bytes):
+                errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+                raise InferenceError(f"TensorRT could not parse the ONNX model: {errors}")
+            config = builder.create_builder_config()
+            config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, request.workspace_mib << 20)
+            if request.precision in ("fp16", "int8"):
+                config.set_flag(trt.BuilderFlag.FP16)  # int8: layers without int8 kernels fall back to fp16
+            if request.precision == "int8":
+                config.set_flag(trt.BuilderFlag.INT8)
+                config.int8_calibrator = _cache_only_calibrator(trt, request.int8_calibration_cache)
+            profile = builder.create_optimization_profile()
+            for index in range(network.num_inputs):
+                name = network.get_input(index).name
+                shape = request.input_shapes[name]
+                profile.set_shape(name, shape, shape, shape)
+            config.add_optimization_profile(profile)
+            config.set_timing_cache(self._timing_cache(config, timing_cache), False)
+            serialized = builder.build_serialized_network(network, config)
+            if serialized is None:
+                raise InferenceError("TensorRT failed to build the engine (see the TensorRT errors logged above)")
+            return BuildOutput(bytes(serialized), bytes(config.get_timing_cache().serialize()))
+
+    def _timing_cache(self, config: Any, serialized: bytes | None) -> Any:
+        try:
+            return config.create_timing_cache(serialized or b"")
+        except Exception as err:  # TensorRT raises a plain RuntimeError/TypeError on a bad blob
+            LOG.warning("TensorRT rejected the stored timing cache (%s); starting from an empty one", err)
+            return config.create_timing_cache(b"")
+
+    def load(self, engine_bytes: bytes, spec: ModelSpec, height: int, width: int, precision: str) -> Engine:
+        """Deserialize ``engine_bytes`` into a :class:`TensorRTEngine`."""
+        import torch
+
+        with torch.cuda.device(self._device):
+            engine = self._runtime.deserialize_cuda_engine(engine_bytes)
+        if engine is None:
+            raise InferenceError("TensorRT could not deserialize the engine (built by another TensorRT version "
+                                 "or for another GPU?)")
+        return TensorRTEngine(self._trt, engine, spec, height, width, precision, self._device)
+
+
+def _python_logger(trt: Any) -> Any:
+    """A ``trt.ILogger`` that forwards TensorRT messages to Python logging."""
+    levels = {trt.ILogger.INTERNAL_ERROR: logging.ERROR, trt.ILogger.ERROR: logging.ERROR,
+              trt.ILogger.WARNING: logging.WARNING, trt.ILogger.INFO: logging.DEBUG,
+              trt.ILogger.VERBOSE: logging.DEBUG}
+
+    class PythonLogger(trt.ILogger):  # type: ignore[misc,name-defined]
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+
+        def log(self, severity: Any, msg: str) -> None:
+            LOG.log(levels.get(severity, logging.DEBUG), "TensorRT: %s", msg)
+
+    return PythonLogger()
+
+
+def _cache_only_calibrator(trt: Any, cache_path: Path | None) -> Any:
+    """An INT8 entropy calibrator that only replays an existing calibration cache (no data batches)."""
+    calibration = Path(cache_path).read_bytes() if cache_path is not None else None
+
+    class CacheCalibrator(trt.IInt8EntropyCalibrator2):  # type: ignore[misc,name-defined]
+        def __init__(self) -> None:
+            trt.IInt8EntropyCalibrator2.__init__(self)
+
+        def get_batch_size(self) -> int:
+            return 1
+
+        def get_batch(self, names: list[str]) -> None:
+            return None  # all scales come from the cache
+
+        def read_calibration_cache(self) -> bytes | None:
+            return calibration
+
+        def write_calibration_cache(self, cache: Any) -> None:
+            return None
+
+    return CacheCalibrator()
+
+
+class TensorRTEngine:
+    """A deserialized engine with one execution context and device buffers allocated once.
+
+    ``infer`` enqueues on the caller's current torch CUDA stream. Torch CUDA inputs that are
+    contiguous, on this device and of the right dtype are bound directly (no copy); numpy inputs are
+    copied into the pre-allocated input buffers. Outputs are copied out of the pre-allocated buffers
+    (device-to-device, on the same stream) so the caller owns them. Not thread-safe: one engine per
+    thread.
+    """
+
+    backend = "tensorrt"
+
+    def __init__(self, trt: Any, engine: Any, spec: ModelSpec, height: int, width: int, precision: str,
+                 device: Any) -> None:
+        import torch
+
+        from geovis_ros.inference.torch_backend import torch_dtype
+
+        self._engine = engine
+        self._context = engine.create_execution_context()
+        if self._context is None:
+            raise InferenceError("TensorRT could not create an execution context (out of GPU memory?)")
+        self._device = device
+        self._precision = precision
+        self._spec = spec
+        self._nominal = (int(height), int(width))
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outputs = [n for n in names if n not in inputs]
+        if inputs != [t.name for t in spec.inputs] or not {t.name for t in spec.outputs} <= set(outputs):
+            raise InferenceError(f"TensorRT engine has inputs {inputs} and outputs {outputs}; model {spec.name} "
+                                 f"expects {[t.name for t in spec.inputs]} -> {[t.name for t in spec.outputs]}")
+        self._input_specs = tuple(t.resolved(height, width) for t in spec.inputs)
+        for t in self._input_specs:
+            self._context.set_input_shape(t.name, t.concrete_shape)
+        self._buffers: dict[str, torch.Tensor] = {}
+        output_specs = []
+        for name in names:
+            dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name))).name
+            shape = tuple(int(d) for d in self._context.get_tensor_shape(name))
+            self._buffers[name] = torch.empty(shape, dtype=torch_dtype(dtype), device=device)
+            self._context.set_tensor_address(name, self._buffers[name].data_ptr())
+            if name in outputs:
+                output_specs.append(TensorSpec(name, shape, dtype))
+        order = [t.name for t in spec.outputs]
+        self._output_specs = tuple(sorted((t for t in output_specs if t.name in order),
+                                          key=lambda t: order.index(t.name)))
+
+    @property
+    def input_specs(self) -> tuple[TensorSpec, ...]:
+        """Inputs at the engine's fixed size."""
+        return self._input_specs
+
+    @property
+    def output_specs(self) -> tuple[TensorSpec, ...]:
+        """Outputs at the engine's fixed size."""
+        return self._output_specs
+
+    @property
+    def device(self) -> str:
+        """``cuda:N``."""
+        return str(self._device)
+
+    @property
+    def precision(self) -> str:
+        """``fp32`` | ``fp16`` | ``int8`` as built."""
+        return self._precision
+
+    def infer(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """Enqueue on the current torch CUDA stream; numpy in -> numpy out, torch in -> torch out."""
+        import torch
+
+        check_inputs(inputs, self._input_specs)
+        torch_mode = any(is_torch_tensor(v) for v in inputs.values())
+        with torch.cuda.device(self._device):
+            stream = torch.cuda.current_stream(self._device)
+            for spec in self._input_specs:
+                value = inputs[spec.name]
+                buffer = self._buffers[spec.name]
+                if is_torch_tensor(value) and value.device == buffer.device and value.is_contiguous():
+                    self._context.set_tensor_address(spec.name, value.data_ptr())
+                else:
+                    source = value if is_torch_tensor(value) else torch.from_numpy(value)
+                    buffer.copy_(source, non_blocking=True)
+                    self._context.set_tensor_address(spec.name, buffer.data_ptr())
+            if not self._context.execute_async_v3(stream.cuda_stream):
+                raise InferenceError(f"TensorRT execute_async_v3 failed for {self._spec.name}")
+            outputs = {t.name: self._buffers[t.name].clone() for t in self._output_specs}
+        if torch_mode:
+            return outputs
+        return {name: tensor.cpu().numpy() for name, tensor in outputs.items()}
+
+    def warmup(self, iterations: int = 3) -> None:
+        """Run ``iterations`` times on golden inputs at the engine's size."""
+        golden = self._spec.make_inputs(*self._nominal)
+        for _ in range(iterations):
+            self.infer(golden)

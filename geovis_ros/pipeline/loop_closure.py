@@ -1,0 +1,479 @@
+"""Loop closure: appearance retrieval + geometric verification, and the keyframe back end that uses it.
+
+:class:`LoopDetector` keeps, per keyframe, a compact global descriptor (a small zero-mean,
+unit-norm grey thumbnail; cosine similarity = dot product) and ORB features with their 3D
+points from the keyframe depth. A new keyframe is compared with every stored keyframe outside a
+recent window; the most similar candidates are verified by matching ORB descriptors (ratio
+test) and solving PnP-RANSAC of the new keyframe's pixels against the candidate's 3D points.
+A verified loop gives the relative pose ``T_candidate_query``, its inlier count and an
+information matrix from the reprojection Jacobians of the inliers (plus a covariance floor).
+
+:class:`SlamBackend` turns keyframes into a pose graph (odometry edges between consecutive
+keyframes, robust loop edges), optimises it when a loop is found, and keeps the bounded
+:class:`~geovis_ros.pipeline.mapping.KeyframeMap` consistent with the optimised poses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from geovis_ros.geometry.camera import Intrinsics
+from geovis_ros.geometry.se3 import invert, make_pose, rotation_angle
+from geovis_ros.pipeline.frame import PointCloud
+from geovis_ros.pipeline.mapping import CloudConfig, KeyframeMap, KeyframeMapConfig, depth_to_cloud
+from geovis_ros.pipeline.pose_graph import (
+    OptimizationReport,
+    PoseGraph,
+    PoseGraphConfig,
+    PoseGraphEdge,
+    RobustKernel,
+)
+
+
+class LoopClosureConfigError(ValueError):
+    """A loop-closure parameter is out of range (the message names it)."""
+
+
+@dataclass(frozen=True)
+class LoopClosureConfig:
+    """Retrieval and verification settings.
+
+    Attributes:
+        thumbnail_size: (width, height) of the global descriptor thumbnail, pixels.
+        recent_keyframes_excluded: the most recent keyframes never proposed as loop candidates.
+        min_similarity: cosine similarity of thumbnails needed to verify a candidate, in (-1, 1).
+        max_candidates: candidates verified per keyframe (most similar first).
+        orb_features: ORB keypoints per keyframe.
+        orb_patch_size: ORB patch size (and edge threshold), pixels; lower it for small images.
+        match_ratio: Lowe ratio test threshold for descriptor matches.
+        ransac_reprojection_px: PnP-RANSAC inlier threshold, pixels.
+        ransac_iterations: PnP-RANSAC iterations.
+        min_inliers: PnP inliers needed to accept a loop.
+        min_inlier_ratio: inliers / ratio-test matches needed to accept a loop.
+        pixel_sigma: keypoint noise, pixels (scales the information matrix).
+        covariance_floor: (metres, radians) standard deviations added to the PnP covariance so
+            a loop edge never claims more precision than keyframe depth supports.
+        max_database_size: keyframes kept for retrieval; when full, the keyframe most similar
+            to its stored neighbour in time is dropped (never one in the recent window).
+
+    """
+
+    thumbnail_size: tuple[int, int] = (32, 24)
+    recent_keyframes_excluded: int = 15
+    min_similarity: float = 0.7
+    max_candidates: int = 3
+    orb_features: int = 500
+    orb_patch_size: int = 31
+    match_ratio: float = 0.8
+    ransac_reprojection_px: float = 3.0
+    ransac_iterations: int = 200
+    min_inliers: int = 25
+    min_inlier_ratio: float = 0.3
+    pixel_sigma: float = 1.0
+    covariance_floor: tuple[float, float] = (0.01, 0.005)
+    max_database_size: int = 1000
+
+    def __post_init__(self) -> None:
+        checks = {
+            "thumbnail_size": min(self.thumbnail_size) >= 4,
+            "recent_keyframes_excluded": self.recent_keyframes_excluded >= 1,
+            "min_similarity": -1.0 < self.min_similarity < 1.0,
+            "max_candidates": self.max_candidates >= 1,
+            "orb_features": self.orb_features >= 8,
+            "orb_patch_size": self.orb_patch_size >= 5,
+            "match_ratio": 0.0 < self.match_ratio <= 1.0,
+            "ransac_reprojection_px": self.ransac_reprojection_px > 0,
+            "ransac_iterations": self.ransac_iterations >= 1,
+            "min_inliers": self.min_inliers >= 6,
+            "min_inlier_ratio": 0.0 <= self.min_inlier_ratio <= 1.0,
+            "pixel_sigma": self.pixel_sigma > 0,
+            "covariance_floor": min(self.covariance_floor) > 0,
+            "max_database_size": self.max_database_size > self.recent_keyframes_excluded,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise LoopClosureConfigError(f"invalid loop-closure setting(s): {', '.join(bad)} (see LoopClosureConfig)")
+
+
+@dataclass(frozen=True)
+class LoopClosure:
+    """A verified revisit: keyframe ``query_id`` sees the place of keyframe ``match_id``.
+
+    Attributes:
+        query_id: the new keyframe.
+        match_id: the earlier keyframe it closes a loop with.
+        pose_match_query: (4, 4) float64 ``T_match_query`` (query camera in the match camera frame).
+        information: (6, 6) float64 information of the relative pose, twist (v, w) in the query
+            frame (1/m^2, 1/rad^2); the pose-graph edge ``match -> query`` uses it as is.
+        inliers: PnP-RANSAC inliers.
+        inlier_ratio: inliers / descriptor matches.
+        similarity: thumbnail cosine similarity.
+
+    """
+
+    query_id: int
+    match_id: int
+    pose_match_query: NDArray[np.float64]
+    information: NDArray[np.float64]
+    inliers: int
+    inlier_ratio: float
+    similarity: float
+
+
+@dataclass(frozen=True)
+class _Entry:
+    keyframe_id: int
+    serial: int  # insertion counter: recency independent of caller ids
+    keypoints: NDArray[np.float32]  # (N, 2) pixels
+    descriptors: NDArray[np.uint8]  # (N, 32) ORB
+    points: NDArray[np.float32]  # (N, 3) camera frame metres, NaN without depth
+    intrinsics: Intrinsics
+
+
+def global_descriptor(rgb: NDArray[np.uint8], size: tuple[int, int] = (32, 24)) -> NDArray[np.float32]:
+    """Zero-mean, unit-norm grey thumbnail (width*height,) float32 of an (H, W, 3) uint8 RGB image.
+
+    A uniform image (no texture) gives the zero vector (similarity 0 with everything).
+    """
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    thumb = cv2.resize(grey, size, interpolation=cv2.INTER_AREA).astype(np.float32).ravel()
+    thumb -= thumb.mean()
+    norm = float(np.linalg.norm(thumb))
+    return thumb / norm if norm > 1e-3 * thumb.size else np.zeros_like(thumb)
+
+
+def pnp_information(
+    points_query: NDArray[np.floating], intrinsics: Intrinsics, pixel_sigma: float
+) -> NDArray[np.float64]:
+    """Information (6, 6) of a camera pose from the reprojections of points (N, 3) in its frame.
+
+    Sum over points of J^T J / sigma^2, with J (2, 6) the derivative of the pixel with respect to
+    a right perturbation ``T <- T exp(delta)`` of the camera pose (twist (v, w), camera frame).
+    """
+    p = np.asarray(points_query, dtype=np.float64)
+    x, y, z = p[:, 0], p[:, 1], p[:, 2]
+    projection = np.zeros((p.shape[0], 2, 3))
+    projection[:, 0, 0] = intrinsics.fx / z
+    projection[:, 0, 2] = -intrinsics.fx * x / z**2
+    projection[:, 1, 1] = intrinsics.fy / z
+    projection[:, 1, 2] = -intrinsics.fy * y / z**2
+    # A point fixed in the world moves in the perturbed camera frame as p' = exp(-delta) p.
+    point_jacobian = np.zeros((p.shape[0], 3, 6))
+    point_jacobian[:, :, :3] = -np.eye(3)
+    point_jacobian[:, 0, 4], point_jacobian[:, 0, 5] = -z, y  # d(p')/d(w) = [p]x
+    point_jacobian[:, 1, 3], point_jacobian[:, 1, 5] = z, -x
+    point_jacobian[:, 2, 3], point_jacobian[:, 2, 4] = -y, x
+    jacobian = projection @ point_jacobian
+    return np.einsum("nki,nkj->ij", jacobian, jacobian) / pixel_sigma**2
+
+
+class LoopDetector:
+    """Keyframe database for place recognition with geometric verification (bounded size)."""
+
+    def __init__(self, config: LoopClosureConfig = LoopClosureConfig()) -> None:
+        """An empty database."""
+        self.config = config
+        patch = config.orb_patch_size
+        self._orb = cv2.ORB_create(
+            nfeatures=config.orb_features, scaleFactor=1.2, nlevels=4, edgeThreshold=patch, patchSize=patch,
+            fastThreshold=10,
+        )
+        self._entries: list[_Entry] = []
+        self._thumbnails = np.zeros((0, config.thumbnail_size[0] * config.thumbnail_size[1]), dtype=np.float32)
+        self._serial = 0
+
+    def __len__(self) -> int:
+        """Keyframes in the database."""
+        return len(self._entries)
+
+    def reset(self) -> None:
+        """Forget every keyframe."""
+        self._entries.clear()
+        self._thumbnails = self._thumbnails[:0]
+        self._serial = 0
+
+    def add_keyframe(
+        self, keyframe_id: int, rgb: NDArray[np.uint8], depth: NDArray[np.floating], intrinsics: Intrinsics
+    ) -> list[LoopClosure]:
+        """Look for loops of a new keyframe, then store it.
+
+        Args:
+            keyframe_id: caller's id of the keyframe (returned in :class:`LoopClosure`).
+            rgb: (H, W, 3) uint8 image.
+            depth: (H, W) metres, NaN where unknown (the keyframe's fused depth).
+            intrinsics: intrinsics of ``rgb`` and ``depth``.
+
+        Returns:
+            Verified loops, most inliers first (empty when none).
+
+        """
+        if rgb.shape != (intrinsics.height, intrinsics.width, 3) or depth.shape != rgb.shape[:2]:
+            raise ValueError(
+                f"rgb {rgb.shape} and depth {depth.shape} must match the "
+                f"{intrinsics.width}x{intrinsics.height} intrinsics"
+            )
+        thumbnail = global_descriptor(rgb, self.config.thumbnail_size)
+        entry = self._describe(keyframe_id, rgb, depth, intrinsics)
+        loops = self._query(entry, thumbnail)
+        self._entries.append(entry)
+        self._thumbnails = np.concatenate([self._thumbnails, thumbnail[None]], axis=0)
+        self._serial += 1
+        if len(self._entries) > self.config.max_database_size:
+            self._drop_redundant()
+        return loops
+
+    def _describe(
+        self, keyframe_id: int, rgb: NDArray[np.uint8], depth: NDArray[np.floating], intrinsics: Intrinsics
+    ) -> _Entry:
+        grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        keypoints, descriptors = self._orb.detectAndCompute(grey, None)
+        if descriptors is None or not keypoints:
+            uv = np.zeros((0, 2), dtype=np.float32)
+            descriptors = np.zeros((0, 32), dtype=np.uint8)
+        else:
+            uv = np.array([kp.pt for kp in keypoints], dtype=np.float32)
+        col = np.clip(np.rint(uv[:, 0]).astype(np.intp), 0, intrinsics.width - 1)
+        row = np.clip(np.rint(uv[:, 1]).astype(np.intp), 0, intrinsics.height - 1)
+        z = depth[row, col].astype(np.float32)
+        z = np.where(np.isfinite(z) & (z > 0), z, np.nan)
+        points = np.stack(
+            [(uv[:, 0] - intrinsics.cx) / intrinsics.fx * z, (uv[:, 1] - intrinsics.cy) / intrinsics.fy * z, z], axis=1
+        ).astype(np.float32)
+        return _Entry(keyframe_id, self._serial, uv, descriptors, points, intrinsics)
+
+    def _query(self, entry: _Entry, thumbnail: NDArray[np.float32]) -> list[LoopClosure]:
+        eligible = np.array([e.serial <= entry.serial - self.config.recent_keyframes_excluded for e in self._entries])
+        if not np.any(eligible):
+            return []
+        similarity = self._thumbnails @ thumbnail
+        similarity[~eligible] = -np.inf
+        order = np.argsort(-similarity)[: self.config.max_candidates]
+        loops = []
+        for index in order:
+            if similarity[index] < self.config.min_similarity:
+                break
+            loop = self._verify(entry, self._entries[index], float(similarity[index]))
+            if loop is not None:
+                loops.append(loop)
+        return sorted(loops, key=lambda loop: -loop.inliers)
+
+    def _verify(self, query: _Entry, match: _Entry, similarity: float) -> LoopClosure | None:
+        """Geometric check of a candidate: ORB ratio-test matches, then PnP-RANSAC on the match's 3D points."""
+        cfg = self.config
+        if query.descriptors.shape[0] < cfg.min_inliers or match.descriptors.shape[0] < 2:
+            return None
+        distance, nearest = cv2.batchDistance(
+            query.descriptors, match.descriptors, -1, normType=cv2.NORM_HAMMING, K=2
+        )
+        good = distance[:, 0] < cfg.match_ratio * distance[:, 1]
+        query_index = np.flatnonzero(good)
+        match_index = nearest[good, 0]
+        object_points = match.points[match_index]
+        has_depth = np.all(np.isfinite(object_points), axis=1)
+        query_index, object_points = query_index[has_depth], object_points[has_depth]
+        if query_index.size < cfg.min_inliers:
+            return None
+        image_points = query.keypoints[query_index]
+        k = query.intrinsics.matrix
+        ok, rvec, tvec, inliers = cv2.solvePnPRansac(
+            object_points, image_points, k, None, iterationsCount=cfg.ransac_iterations,
+            reprojectionError=cfg.ransac_reprojection_px, confidence=0.999, flags=cv2.SOLVEPNP_EPNP,
+        )
+        if not ok or inliers is None or inliers.shape[0] < cfg.min_inliers:
+            return None
+        inliers = inliers.ravel()
+        rvec, tvec = cv2.solvePnPRefineLM(object_points[inliers], image_points[inliers], k, None, rvec, tvec)
+        pose_query_match = make_pose(cv2.Rodrigues(rvec)[0], tvec.ravel())
+        # Re-count inliers at the refined pose.
+        in_query = object_points @ pose_query_match[:3, :3].T.astype(np.float32) + pose_query_match[:3, 3].astype(
+            np.float32
+        )
+        with np.errstate(divide="ignore", invalid="ignore"):
+            projected = in_query[:, :2] / in_query[:, 2:3] * [query.intrinsics.fx, query.intrinsics.fy] + [
+                query.intrinsics.cx, query.intrinsics.cy
+            ]
+        error = np.linalg.norm(projected - image_points, axis=1)
+        inlier_mask = (in_query[:, 2] > 0) & (error < cfg.ransac_reprojection_px)
+        count = int(inlier_mask.sum())
+        ratio = count / float(query_index.size)
+        if count < cfg.min_inliers or ratio < cfg.min_inlier_ratio:
+            return None
+        information = pnp_information(in_query[inlier_mask], query.intrinsics, cfg.pixel_sigma)
+        floor_t, floor_r = cfg.covariance_floor
+        try:
+            covariance = np.linalg.inv(information) + np.diag([floor_t**2] * 3 + [floor_r**2] * 3)
+        except np.linalg.LinAlgError:
+            return None  # degenerate geometry (e.g. all inliers on a line)
+        information = np.linalg.inv(covariance)
+        information = 0.5 * (information + information.T)
+        return LoopClosure(
+            query.keyframe_id, match.keyframe_id, invert(pose_query_match), information, count, ratio, similarity
+        )
+
+    def _drop_redundant(self) -> None:
+        """Drop the stored keyframe most similar to its predecessor (outside the recent window)."""
+        candidates = len(self._entries) - self.config.recent_keyframes_excluded
+        neighbour_similarity = np.sum(self._thumbnails[1:candidates] * self._thumbnails[: candidates - 1], axis=1)
+        victim = 1 + int(np.argmax(neighbour_similarity))
+        del self._entries[victim]
+        self._thumbnails = np.delete(self._thumbnails, victim, axis=0)
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """Keyframe back end: map, loop closure and pose-graph settings.
+
+    Attributes:
+        map: keyframe cloud store and fused voxel map.
+        keyframe_cloud: which keyframe depth pixels become map points.
+        loop: retrieval / verification settings; None disables loop closure.
+        pose_graph: optimiser settings.
+        loop_kernel: robust kernel on loop edges.
+        odometry_sigma: (metres, radians) floor of the odometry-edge standard deviations used
+            when the caller gives no covariance.
+        odometry_drift: (metres per metre, radians per metre) odometry-edge standard deviation
+            growth with the distance between keyframes when no covariance is given.
+
+    """
+
+    map: KeyframeMapConfig = KeyframeMapConfig()
+    keyframe_cloud: CloudConfig = CloudConfig(stride=2)
+    loop: LoopClosureConfig | None = LoopClosureConfig()
+    pose_graph: PoseGraphConfig = PoseGraphConfig()
+    loop_kernel: RobustKernel = RobustKernel("cauchy", 3.0)
+    odometry_sigma: tuple[float, float] = (0.002, 0.002)
+    odometry_drift: tuple[float, float] = (0.02, 0.01)
+
+
+@dataclass(frozen=True)
+class BackendUpdate:
+    """What :meth:`SlamBackend.add_keyframe` did: loops added and the optimisation they triggered."""
+
+    loops: tuple[LoopClosure, ...] = ()
+    optimization: OptimizationReport | None = None
+
+
+@dataclass
+class SlamBackend:
+    """Keyframes in, optimised keyframe poses and a bounded fused map out.
+
+    Odometry poses (``T_odom_keyframe`` from tracking) are kept as given; the back end estimates
+    corrected poses ``T_map_keyframe`` in a frame that coincides with ``odom`` at the first
+    keyframe. :meth:`correct` maps any tracked pose to the corrected frame and
+    :meth:`correction` gives ``T_map_odom`` for the latest keyframe (the ROS ``map -> odom``
+    transform). The map is expressed in the corrected frame.
+    """
+
+    config: BackendConfig = field(default_factory=BackendConfig)
+
+    def __post_init__(self) -> None:
+        """Build the graph, detector and map from the config."""
+        self.graph = PoseGraph(self.config.pose_graph)
+        self.detector = LoopDetector(self.config.loop) if self.config.loop is not None else None
+        self.map = KeyframeMap(self.config.map)
+        self._odometry_poses: dict[int, NDArray[np.float64]] = {}
+        self._last_keyframe: int | None = None
+
+    def reset(self) -> None:
+        """Forget everything (new session)."""
+        self.__post_init__()
+
+    @property
+    def keyframe_count(self) -> int:
+        """Keyframes added since the last reset."""
+        return len(self._odometry_poses)
+
+    def odometry_information(
+        self, pose_previous_keyframe: NDArray[np.float64], covariance: NDArray[np.float64] | None
+    ) -> NDArray[np.float64]:
+        """Information (6, 6) of an odometry edge: inverse of ``covariance`` or of the config's drift model."""
+        if covariance is not None:
+            covariance = np.asarray(covariance, dtype=np.float64)
+            if covariance.shape != (6, 6) or not np.all(np.isfinite(covariance)):
+                raise ValueError(f"relative covariance must be a finite 6x6 matrix, got {covariance.shape}")
+            return np.linalg.inv(0.5 * (covariance + covariance.T))
+        distance = float(np.linalg.norm(pose_previous_keyframe[:3, 3]))
+        angle = rotation_angle(pose_previous_keyframe[:3, :3])
+        sigma_t = self.config.odometry_sigma[0] + self.config.odometry_drift[0] * distance
+        sigma_r = self.config.odometry_sigma[1] + self.config.odometry_drift[1] * distance + 0.05 * angle
+        return np.diag([sigma_t**-2] * 3 + [sigma_r**-2] * 3)
+
+    def add_keyframe(
+        self,
+        keyframe_id: int,
+        pose_odom_keyframe: ArrayLike,
+        rgb: NDArray[np.uint8],
+        depth: NDArray[np.floating],
+        depth_std: NDArray[np.floating] | None,
+        intrinsics: Intrinsics,
+        relative_covariance: NDArray[np.float64] | None = None,
+    ) -> BackendUpdate:
+        """Add a keyframe (ids increasing), detect loops, optimise when one is found, update the map.
+
+        Args:
+            keyframe_id: unique id, e.g. the tracker's keyframe id.
+            pose_odom_keyframe: (4, 4) ``T_odom_keyframe`` from tracking.
+            rgb: (H, W, 3) uint8 keyframe image.
+            depth: (H, W) fused keyframe depth, metres, NaN where unknown.
+            depth_std: (H, W) its standard deviation, metres, or None.
+            intrinsics: intrinsics of the keyframe.
+            relative_covariance: (6, 6) covariance of the motion since the previous keyframe
+                (twist (v, w) in this keyframe's frame); None uses the config's drift model.
+
+        """
+        if keyframe_id in self._odometry_poses:
+            raise ValueError(f"keyframe {keyframe_id} was already added")
+        pose = np.asarray(pose_odom_keyframe, dtype=np.float64)
+        self._odometry_poses[keyframe_id] = pose.copy()
+        if self._last_keyframe is None:
+            self.graph.add_node(keyframe_id, pose, fixed=True)
+        else:
+            previous = self._last_keyframe
+            relative = invert(self._odometry_poses[previous]) @ pose
+            self.graph.add_node(keyframe_id, self.graph.pose(previous) @ relative)
+            information = self.odometry_information(relative, relative_covariance)
+            self.graph.add_edge(PoseGraphEdge(previous, keyframe_id, relative, information))
+        self._last_keyframe = keyframe_id
+        cloud = depth_to_cloud(depth, depth_std, rgb, intrinsics, self.config.keyframe_cloud)
+        self.map.add_keyframe(keyframe_id, self.graph.pose(keyframe_id), cloud)
+        if self.detector is None:
+            return BackendUpdate()
+        loops = tuple(self.detector.add_keyframe(keyframe_id, rgb, depth, intrinsics))
+        if not loops:
+            return BackendUpdate()
+        for loop in loops:
+            edge = PoseGraphEdge(
+                loop.match_id, loop.query_id, loop.pose_match_query, loop.information, self.config.loop_kernel
+            )
+            self.graph.add_edge(edge)
+        report = self.graph.optimize()
+        self.map.update_poses(self.graph.poses())
+        return BackendUpdate(loops, report)
+
+    def keyframe_poses(self) -> dict[int, NDArray[np.float64]]:
+        """Corrected ``T_map_keyframe`` (4, 4) of every keyframe."""
+        return self.graph.poses()
+
+    def correct(self, pose_odom_camera: ArrayLike, keyframe_id: int) -> NDArray[np.float64]:
+        """Corrected pose (4, 4) of a frame tracked against keyframe ``keyframe_id``.
+
+        ``T_map_camera = T_map_keyframe T_odom_keyframe^-1 T_odom_camera``.
+        """
+        if keyframe_id not in self._odometry_poses:
+            raise KeyError(f"unknown keyframe {keyframe_id}")
+        return self.graph.pose(keyframe_id) @ invert(self._odometry_poses[keyframe_id]) @ np.asarray(pose_odom_camera)
+
+    def correction(self) -> NDArray[np.float64]:
+        """``T_map_odom`` (4, 4) at the latest keyframe (identity before the first loop closure)."""
+        if self._last_keyframe is None:
+            return np.eye(4)
+        return self.graph.pose(self._last_keyframe) @ invert(self._odometry_poses[self._last_keyframe])
+
+    def map_cloud(self) -> PointCloud:
+        """The fused map: xyz (N, 3) float32 metres, rgb (N, 3) uint8, in the corrected frame."""
+        return self.map.cloud()
+

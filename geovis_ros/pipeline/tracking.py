@@ -1,0 +1,488 @@
+"""Direct photometric frame-to-keyframe tracking (LSD-SLAM / CNN-SLAM style), vectorised numpy.
+
+The keyframe's semi-dense high-gradient pixels, with their fused inverse depth, are warped into the
+current frame; the pose ``T_current_keyframe`` and an affine brightness change (gain, offset) are
+found by coarse-to-fine Levenberg-Marquardt on the Huber-robust, variance-normalised photometric
+residual::
+
+    r_i = I_cur(pi(T_current_keyframe X_i)) - (gain * I_key(u_i) + offset)
+    sigma_i^2 = (1 + gain^2) sigma_I^2 + (grad I_key . d pi / d rho)^2 var(rho_i)
+
+The pose update is inverse-compositional (the geometric Jacobian is computed once per keyframe
+depth, on the keyframe image); gain and offset are updated additively. The pose covariance is the
+inverse Gauss-Newton Hessian scaled by the estimated residual variance.
+
+Conventions: images are grey levels 0-255 (float32); pixel (u, v) = (column, row) with the centre
+of the top-left pixel at (0, 0); poses are 4x4 float64 ``T_a_b``; twists are (v, w), metres and
+radians; covariances are over the left perturbation ``T_keyframe_current = exp(xi) T_hat``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from geovis_ros.geometry.camera import Intrinsics
+from geovis_ros.geometry.se3 import invert, rotation_angle, se3_exp, skew
+from geovis_ros.pipeline.config import TrackingConfig
+
+_BORDER_PX = 2
+_BRIGHTNESS_SCALE = 255.0  # prior on the gain is expressed in grey levels at full white
+
+
+def twist_adjoint(pose: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Adjoint (6, 6) of a pose T_a_b for twists ordered (v, w): ``xi_a = Ad(T_a_b) xi_b``.
+
+    Moves a covariance of a left perturbation from frame b to frame a: ``Ad C Ad^T``.
+    """
+    rotation, translation = pose[:3, :3], pose[:3, 3]
+    adjoint = np.zeros((6, 6))
+    adjoint[:3, :3] = rotation
+    adjoint[3:, 3:] = rotation
+    adjoint[:3, 3:] = skew(translation) @ rotation
+    return adjoint
+
+
+def rgb_to_gray(image: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    """Grey image (H, W) uint8 of an (H, W, 3) uint8 RGB image (ITU-R BT.601 weights)."""
+    return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+
+
+def pyramid_level_count(width: int, height: int, max_levels: int, min_level_size: int) -> int:
+    """Number of pyramid levels (>= 1) whose short side stays >= ``min_level_size`` pixels."""
+    levels = 1
+    while levels < max_levels and (min(width, height) >> levels) >= min_level_size:
+        levels += 1
+    return levels
+
+
+def half_intrinsics(intrinsics: Intrinsics) -> Intrinsics:
+    """Intrinsics after averaging 2x2 pixel blocks (odd last row/column dropped)."""
+    return Intrinsics(
+        intrinsics.fx / 2.0, intrinsics.fy / 2.0, (intrinsics.cx + 0.5) / 2.0 - 0.5,
+        (intrinsics.cy + 0.5) / 2.0 - 0.5, intrinsics.width // 2, intrinsics.height // 2,
+    )
+
+
+@dataclass(frozen=True)
+class ImagePyramid:
+    """Grey image pyramid of one frame with Sobel gradients.
+
+    Attributes:
+        gray_u8: (H, W) uint8 grey image at the input resolution.
+        gray: per level (H_l, W_l) float32 grey levels 0-255; level 0 is the input resolution and
+            level l averages 2^l x 2^l blocks.
+        grad_x, grad_y: per level (H_l, W_l) float32 intensity gradients, grey levels per pixel.
+        intrinsics: per level intrinsics.
+        texture_fraction: fraction of level-0 pixels whose gradient magnitude reaches the
+            ``min_gradient`` the pyramid was built with.
+
+    """
+
+    gray_u8: NDArray[np.uint8]
+    gray: tuple[NDArray[np.float32], ...]
+    grad_x: tuple[NDArray[np.float32], ...]
+    grad_y: tuple[NDArray[np.float32], ...]
+    intrinsics: tuple[Intrinsics, ...]
+    texture_fraction: float
+
+    @classmethod
+    def build(cls, image: NDArray[np.uint8], intrinsics: Intrinsics, config: TrackingConfig) -> ImagePyramid:
+        """Pyramid of an (H, W, 3) uint8 RGB image with ``config.pyramid_levels`` levels at most."""
+        gray_u8 = rgb_to_gray(image)
+        levels = pyramid_level_count(intrinsics.width, intrinsics.height, config.pyramid_levels,
+                                     config.min_level_size)
+        grays = [gray_u8.astype(np.float32)]
+        intrinsics_levels = [intrinsics]
+        for _ in range(1, levels):
+            previous, k = grays[-1], intrinsics_levels[-1]
+            half = half_intrinsics(k)
+            cropped = previous[: 2 * half.height, : 2 * half.width]
+            grays.append(cv2.resize(cropped, (half.width, half.height), interpolation=cv2.INTER_AREA))
+            intrinsics_levels.append(half)
+        grad_x = tuple(cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3, scale=0.125) for g in grays)
+        grad_y = tuple(cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3, scale=0.125) for g in grays)
+        magnitude_sq = grad_x[0] ** 2 + grad_y[0] ** 2
+        texture = float(np.count_nonzero(magnitude_sq >= max(config.min_gradient, 1e-3) ** 2)) / magnitude_sq.size
+        return cls(gray_u8, tuple(grays), grad_x, grad_y, tuple(intrinsics_levels), texture)
+
+    @property
+    def levels(self) -> int:
+        """Number of pyramid levels."""
+        return len(self.gray)
+
+
+def sample_bilinear(
+    image: NDArray[np.float32], u: NDArray[np.floating], v: NDArray[np.floating]
+) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
+    """Bilinear samples of an (H, W) image at pixel positions u, v (same shape, any float dtype).
+
+    Returns ``(values, inside)``: values float32 (finite garbage where ``inside`` is False), and
+    ``inside`` True where (u, v) lies in [0, W-1] x [0, H-1]. NaN positions are outside.
+    """
+    h, w = image.shape
+    inside = (u >= 0) & (v >= 0) & (u <= w - 1) & (v <= h - 1)
+    u_safe = np.where(inside, u, 0.0)
+    v_safe = np.where(inside, v, 0.0)
+    u0 = np.minimum(u_safe.astype(np.int64), w - 2) if w > 1 else np.zeros_like(u_safe, dtype=np.int64)
+    v0 = np.minimum(v_safe.astype(np.int64), h - 2) if h > 1 else np.zeros_like(v_safe, dtype=np.int64)
+    fu = (u_safe - u0).astype(np.float32)
+    fv = (v_safe - v0).astype(np.float32)
+    flat = image.reshape(-1)
+    index = v0 * w + u0
+    dx = 1 if w > 1 else 0
+    dy = w if h > 1 else 0
+    top = flat[index] + fu * (flat[index + dx] - flat[index])
+    bottom = flat[index + dy] + fu * (flat[index + dy + dx] - flat[index + dy])
+    return (top + fv * (bottom - top)).astype(np.float32), inside
+
+
+def select_pixels(
+    grad_x: NDArray[np.float32], grad_y: NDArray[np.float32], min_gradient: float, max_points: int,
+    rng: np.random.Generator,
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Semi-dense, evenly spread pixel selection: the strongest-gradient pixel of each small block.
+
+    Blocks are sized so that about twice ``max_points`` blocks cover the image; a block's best
+    pixel is kept when its gradient magnitude reaches ``min_gradient`` and it is at least 2 pixels
+    from the border; at most ``max_points`` of those are kept (a random subset).
+
+    Returns:
+        ``(rows, cols)`` int64 pixel indices.
+
+    """
+    h, w = grad_x.shape
+    magnitude = grad_x**2 + grad_y**2
+    block = max(1, int(math.sqrt(h * w / (2.0 * max_points))))
+    hb, wb = h // block, w // block
+    blocks = magnitude[: hb * block, : wb * block].reshape(hb, block, wb, block).transpose(0, 2, 1, 3)
+    best = blocks.reshape(hb, wb, block * block).argmax(axis=2)
+    rows = (np.arange(hb)[:, None] * block + best // block).reshape(-1)
+    cols = (np.arange(wb)[None, :] * block + best % block).reshape(-1)
+    keep = (
+        (magnitude[rows, cols] >= min_gradient**2)
+        & (rows >= _BORDER_PX) & (rows < h - _BORDER_PX) & (cols >= _BORDER_PX) & (cols < w - _BORDER_PX)
+    )
+    rows, cols = rows[keep], cols[keep]
+    if rows.size > max_points:
+        chosen = np.sort(rng.choice(rows.size, size=max_points, replace=False))
+        rows, cols = rows[chosen], cols[chosen]
+    return rows, cols
+
+
+@dataclass
+class _LevelPoints:
+    """Keyframe pixels tracked at one pyramid level; depth-dependent fields filled by set_depth."""
+
+    u: NDArray[np.float64]  # (N,) pixel column at this level
+    v: NDArray[np.float64]
+    u_fine: NDArray[np.float64]  # (N,) the same position at level 0 (where the depth is sampled)
+    v_fine: NDArray[np.float64]
+    x_norm: NDArray[np.float64]  # (N,) normalised image coordinates (x/z, y/z)
+    y_norm: NDArray[np.float64]
+    intensity: NDArray[np.float64]
+    grad_x: NDArray[np.float64]
+    grad_y: NDArray[np.float64]
+    # set by set_depth (only points with valid depth)
+    points: NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, 3)))
+    inverse_depth: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+    inverse_depth_var: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+    jacobian: NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, 8)))  # [J_pose, I, 1]
+    gradient: NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, 2)))
+    ref_intensity: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+
+
+class TrackingReference:
+    """A keyframe as the direct tracker sees it: selected pixels per level and their 3-D points.
+
+    The pixel selection depends only on the keyframe image (done once); :meth:`set_depth` updates
+    the points and Jacobians whenever the keyframe's fused depth changes.
+    """
+
+    def __init__(self, pyramid: ImagePyramid, config: TrackingConfig, rng: np.random.Generator) -> None:
+        self.levels: list[_LevelPoints] = []
+        for level in range(pyramid.levels):
+            k = pyramid.intrinsics[level]
+            rows, cols = select_pixels(
+                pyramid.grad_x[level], pyramid.grad_y[level], config.min_gradient,
+                max(config.max_points >> level, 1), rng,
+            )
+            u, v = cols.astype(np.float64), rows.astype(np.float64)
+            scale = float(2**level)
+            self.levels.append(_LevelPoints(
+                u=u, v=v, u_fine=(u + 0.5) * scale - 0.5, v_fine=(v + 0.5) * scale - 0.5,
+                x_norm=(u - k.cx) / k.fx, y_norm=(v - k.cy) / k.fy,
+                intensity=pyramid.gray[level][rows, cols].astype(np.float64),
+                grad_x=pyramid.grad_x[level][rows, cols].astype(np.float64),
+                grad_y=pyramid.grad_y[level][rows, cols].astype(np.float64),
+            ))
+        self.intrinsics = pyramid.intrinsics
+
+    def set_depth(self, inverse_depth: NDArray[np.float32], inverse_depth_var: NDArray[np.float32]) -> None:
+        """Recompute 3-D points and Jacobians from the keyframe's level-0 depth.
+
+        Args:
+            inverse_depth: (H, W) float32 inverse depth, 1/metres, NaN where invalid.
+            inverse_depth_var: (H, W) float32 variance of ``inverse_depth``.
+
+        """
+        for level, pts in enumerate(self.levels):
+            k = self.intrinsics[level]
+            rho, inside = sample_bilinear(inverse_depth, pts.u_fine, pts.v_fine)
+            var, _ = sample_bilinear(inverse_depth_var, pts.u_fine, pts.v_fine)
+            valid = inside & np.isfinite(rho) & (rho > 0) & np.isfinite(var)
+            rho64, var64 = rho[valid].astype(np.float64), var[valid].astype(np.float64)
+            z = 1.0 / rho64
+            points = np.stack([pts.x_norm[valid] * z, pts.y_norm[valid] * z, z], axis=1)
+            gx, gy = pts.grad_x[valid], pts.grad_y[valid]
+            # d I / d X through the projection, then left-perturbation columns [I | -[X]x].
+            gu, gv = gx * k.fx * rho64, gy * k.fy * rho64
+            gz = -(gu * pts.x_norm[valid] + gv * pts.y_norm[valid]) * rho64
+            g3 = np.stack([gu, gv, gz], axis=1)
+            jacobian = np.empty((points.shape[0], 8))
+            jacobian[:, :3] = g3
+            jacobian[:, 3:6] = np.cross(points, g3)
+            jacobian[:, 6] = pts.intensity[valid]
+            jacobian[:, 7] = 1.0
+            pts.points, pts.inverse_depth, pts.inverse_depth_var = points, rho64, var64
+            pts.jacobian, pts.gradient = jacobian, np.stack([gx, gy], axis=1)
+            pts.ref_intensity = pts.intensity[valid]
+
+    @property
+    def point_count(self) -> int:
+        """Number of level-0 points with valid depth."""
+        return int(self.levels[0].points.shape[0])
+
+    def median_depth(self) -> float:
+        """Median depth of the level-0 points (NaN when there are none)."""
+        pts = self.levels[0].points
+        return float(np.median(pts[:, 2])) if pts.shape[0] else float("nan")
+
+
+@dataclass(frozen=True)
+class TrackingEstimate:
+    """Result of aligning one frame to a keyframe.
+
+    Attributes:
+        pose_current_keyframe: (4, 4) float64 T_current_keyframe.
+        covariance: (6, 6) float64 covariance of the left perturbation of T_keyframe_current, in
+            the keyframe frame (metres, radians).
+        success: False when tracking failed (see ``failure``).
+        failure: why it failed ("" on success).
+        residual: robust RMS residual (grey levels for direct, pixels for features).
+        inlier_ratio: fraction of usable points/correspondences accepted as inliers.
+        visible_ratio: fraction of the keyframe's tracked points seen inside the current frame.
+        point_count: usable points / correspondences at the finest level.
+        brightness: (gain, offset) mapping keyframe to current intensities.
+        iterations: total solver iterations.
+
+    """
+
+    pose_current_keyframe: NDArray[np.float64]
+    covariance: NDArray[np.float64]
+    success: bool
+    failure: str = ""
+    residual: float = float("nan")
+    inlier_ratio: float = 0.0
+    visible_ratio: float = 0.0
+    point_count: int = 0
+    brightness: tuple[float, float] = (1.0, 0.0)
+    iterations: int = 0
+
+
+def failed_estimate(pose_current_keyframe: NDArray[np.float64], reason: str) -> TrackingEstimate:
+    """A failed estimate at the given pose with an unusable (huge) covariance."""
+    return TrackingEstimate(np.asarray(pose_current_keyframe, dtype=np.float64).copy(), np.eye(6) * 1e6,
+                            success=False, failure=reason)
+
+
+@dataclass
+class _Evaluation:
+    cost: float
+    residual: NDArray[np.float64]  # (N,) raw intensity residual (0 where not visible)
+    normalised: NDArray[np.float64]  # (N,) residual / sigma
+    weight: NDArray[np.float64]  # (N,) Huber weight / sigma^2 (0 where not visible)
+    visible: NDArray[np.bool_]
+
+
+class DirectTracker:
+    """Coarse-to-fine direct photometric SE(3) + affine-brightness alignment of frames to a keyframe."""
+
+    def __init__(self, config: TrackingConfig) -> None:
+        self.config = config
+
+    def track(
+        self, reference: TrackingReference, pyramid: ImagePyramid, guess: NDArray[np.float64],
+        brightness_guess: tuple[float, float] = (1.0, 0.0), median_depth: float | None = None,
+    ) -> TrackingEstimate:
+        """Align ``pyramid`` (current frame) to ``reference`` starting from ``guess`` = T_current_keyframe.
+
+        ``median_depth`` (keyframe units) scales the divergence test; default: the reference's.
+        Never raises on bad image content: failures come back as ``success=False``.
+        """
+        cfg = self.config
+        pose = np.asarray(guess, dtype=np.float64).copy()
+        if not np.all(np.isfinite(pose)):
+            return failed_estimate(np.eye(4), "non-finite initial guess")
+        if pyramid.texture_fraction < cfg.min_image_gradient_fraction:
+            return failed_estimate(pose, "textureless frame")
+        if reference.point_count < cfg.min_points:
+            return failed_estimate(pose, "too few keyframe points with depth")
+        gain, offset = (brightness_guess if cfg.affine_brightness else (1.0, 0.0))
+        iterations = 0
+        levels = min(len(reference.levels), pyramid.levels)
+        for level in reversed(range(levels)):
+            pts = reference.levels[level]
+            if pts.points.shape[0] < 8:
+                continue
+            pose, gain, offset, used = self._solve_level(
+                pts, pyramid.gray[level], pyramid.intrinsics[level], pose, gain, offset
+            )
+            iterations += used
+        return self._assess(reference, pyramid, pose, gain, offset, iterations, median_depth)
+
+    # ------------------------------------------------------------------------------------------
+
+    def _depth_sigma_term(
+        self, pts: _LevelPoints, k: Intrinsics, pose: NDArray[np.float64]
+    ) -> NDArray[np.float64]:
+        """(grad I . d pixel / d rho)^2 var(rho): intensity variance caused by depth uncertainty."""
+        rotation, translation = pose[:3, :3], pose[:3, 3]
+        bearing = pts.points * pts.inverse_depth[:, None]  # (x/z, y/z, 1)
+        y = bearing @ rotation.T + pts.inverse_depth[:, None] * translation
+        z = np.where(np.abs(y[:, 2]) > 1e-9, y[:, 2], 1e-9)
+        du = k.fx * (translation[0] * z - y[:, 0] * translation[2]) / z**2
+        dv = k.fy * (translation[1] * z - y[:, 1] * translation[2]) / z**2
+        along = pts.gradient[:, 0] * du + pts.gradient[:, 1] * dv
+        return along**2 * pts.inverse_depth_var
+
+    def _evaluate(
+        self, pts: _LevelPoints, image: NDArray[np.float32], k: Intrinsics, pose: NDArray[np.float64],
+        gain: float, offset: float, depth_term: NDArray[np.float64],
+    ) -> _Evaluation:
+        cfg = self.config
+        warped = pts.points @ pose[:3, :3].T + pose[:3, 3]
+        z = warped[:, 2]
+        in_front = z > 1e-6
+        safe_z = np.where(in_front, z, 1.0)
+        u = k.fx * warped[:, 0] / safe_z + k.cx
+        v = k.fy * warped[:, 1] / safe_z + k.cy
+        values, inside = sample_bilinear(image, np.where(in_front, u, -1.0), v)
+        visible = inside & in_front
+        residual = np.where(visible, values - (gain * pts.ref_intensity + offset), 0.0)
+        variance = (1.0 + gain * gain) * cfg.intensity_noise**2 + depth_term
+        sigma = np.sqrt(variance)
+        normalised = residual / sigma
+        magnitude = np.abs(normalised)
+        huber = cfg.huber_threshold
+        robust_weight = np.where(magnitude <= huber, 1.0, huber / np.maximum(magnitude, 1e-12))
+        weight = np.where(visible, robust_weight / variance, 0.0)
+        point_cost = np.where(magnitude <= huber, 0.5 * magnitude**2, huber * (magnitude - 0.5 * huber))
+        # A point that leaves the image costs as much as an outlier at the inlier threshold.
+        outside_cost = huber * (cfg.inlier_threshold - 0.5 * huber)
+        cost = float(np.sum(np.where(visible, point_cost, outside_cost)))
+        return _Evaluation(cost, residual, normalised, weight, visible)
+
+    def _normal_equations(
+        self, pts: _LevelPoints, evaluation: _Evaluation, gain: float, offset: float
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        cfg = self.config
+        jacobian = pts.jacobian * np.array([-gain] * 6 + [-1.0, -1.0])
+        weighted = jacobian * evaluation.weight[:, None]
+        hessian = weighted.T @ jacobian
+        gradient = weighted.T @ evaluation.residual
+        if not cfg.affine_brightness:
+            hessian[6:, :] = 0.0
+            hessian[:, 6:] = 0.0
+            hessian[6, 6] = hessian[7, 7] = 1.0
+            gradient[6:] = 0.0
+            return hessian, gradient
+        prior = cfg.brightness_prior_weight * max(int(np.count_nonzero(evaluation.visible)), 1)
+        gain_info = prior * (_BRIGHTNESS_SCALE / cfg.intensity_noise) ** 2
+        offset_info = prior / cfg.intensity_noise**2
+        hessian[6, 6] += gain_info
+        hessian[7, 7] += offset_info
+        gradient[6] += gain_info * (gain - 1.0)
+        gradient[7] += offset_info * offset
+        return hessian, gradient
+
+    def _solve_level(
+        self, pts: _LevelPoints, image: NDArray[np.float32], k: Intrinsics, pose: NDArray[np.float64],
+        gain: float, offset: float,
+    ) -> tuple[NDArray[np.float64], float, float, int]:
+        cfg = self.config
+        depth_term = self._depth_sigma_term(pts, k, pose)
+        current = self._evaluate(pts, image, k, pose, gain, offset, depth_term)
+        hessian, gradient = self._normal_equations(pts, current, gain, offset)
+        damping = 1e-3
+        used = 0
+        for _ in range(cfg.max_iterations):
+            used += 1
+            damped = hessian + damping * np.diag(np.diag(hessian) + 1e-9)
+            try:
+                step = -np.linalg.solve(damped, gradient)
+            except np.linalg.LinAlgError:
+                break
+            candidate_pose = pose @ invert(se3_exp(step[:6]))
+            candidate_gain, candidate_offset = gain + step[6], offset + step[7]
+            candidate = self._evaluate(pts, image, k, candidate_pose, candidate_gain, candidate_offset, depth_term)
+            if candidate.cost <= current.cost:
+                pose, gain, offset, current = candidate_pose, candidate_gain, candidate_offset, candidate
+                hessian, gradient = self._normal_equations(pts, current, gain, offset)
+                damping = max(damping * 0.3, 1e-7)
+                if np.linalg.norm(step[:6]) < cfg.convergence_step:
+                    break
+            else:
+                damping *= 8.0
+                if damping > 1e4:
+                    break
+        return pose, float(gain), float(offset), used
+
+    def _assess(
+        self, reference: TrackingReference, pyramid: ImagePyramid, pose: NDArray[np.float64], gain: float,
+        offset: float, iterations: int, median_depth: float | None,
+    ) -> TrackingEstimate:
+        cfg = self.config
+        pts, k = reference.levels[0], pyramid.intrinsics[0]
+        depth_term = self._depth_sigma_term(pts, k, pose)
+        final = self._evaluate(pts, pyramid.gray[0], k, pose, gain, offset, depth_term)
+        hessian, _ = self._normal_equations(pts, final, gain, offset)
+        visible_count = int(np.count_nonzero(final.visible))
+        total = max(pts.points.shape[0], 1)
+        inliers = final.visible & (np.abs(final.normalised) < cfg.inlier_threshold)
+        inlier_ratio = float(np.count_nonzero(inliers)) / max(visible_count, 1)
+        robust = final.weight * (1.0 + gain * gain) * cfg.intensity_noise**2  # Huber weight x sigma_I^2 / sigma^2
+        residual = math.sqrt(float(np.sum(robust * final.residual**2)) / max(float(np.sum(robust)), 1e-12))
+        weighted_sq = float(np.sum(final.weight * final.residual**2))
+        unit_variance = weighted_sq / max(visible_count - 8, 1)
+        try:
+            covariance = np.linalg.inv(hessian)[:6, :6] * max(unit_variance, 1e-12)
+            covariance = 0.5 * (covariance + covariance.T)
+        except np.linalg.LinAlgError:
+            covariance = np.eye(6) * 1e6
+        depth = median_depth if median_depth is not None and math.isfinite(median_depth) else reference.median_depth()
+        failure = ""
+        if not np.all(np.isfinite(pose)) or not math.isfinite(gain):
+            failure = "diverged (non-finite)"
+        elif visible_count < cfg.min_points:
+            failure = f"too few visible points ({visible_count})"
+        elif np.linalg.norm(pose[:3, 3]) > cfg.max_translation_depth_ratio * depth:
+            failure = "diverged (translation)"
+        elif math.degrees(rotation_angle(pose[:3, :3])) > cfg.max_rotation_deg:
+            failure = "diverged (rotation)"
+        elif inlier_ratio < cfg.min_inlier_ratio:
+            failure = f"low inlier ratio ({inlier_ratio:.2f})"
+        elif residual > cfg.max_residual:
+            failure = f"high residual ({residual:.1f})"
+        elif not 0.2 < gain < 5.0:
+            failure = f"implausible brightness gain ({gain:.2f})"
+        return TrackingEstimate(
+            pose_current_keyframe=pose, covariance=covariance if not failure else np.eye(6) * 1e6,
+            success=not failure, failure=failure, residual=residual, inlier_ratio=inlier_ratio,
+            visible_ratio=visible_count / total, point_count=visible_count, brightness=(gain, offset),
+            iterations=iterations,
+        )

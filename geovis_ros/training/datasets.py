@@ -1,0 +1,390 @@
+"""Training data: synthetic-world sequences (on the fly or pre-rendered), user recordings, batchers.
+
+Splits of the synthetic world (keep evaluation honest):
+- training uses the scene types :data:`TRAIN_SCENES` and seeds >= :data:`TRAIN_SEED_BASE`;
+- the scene type :data:`HELD_OUT_SCENE` (``corridor``) and every seed < :data:`TRAIN_SEED_BASE`
+  are never used in training: evaluate on those.
+
+Sequences are held in memory as :class:`SequenceArrays` (stacked numpy arrays) and can be saved
+to / loaded from ``.npz`` shards in a cache folder (``manifest.json`` marks the folder), so a
+long training run renders its data once. Batchers draw random samples with a numpy Generator
+(deterministic for a given seed) and return dicts of torch tensors.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from geovis_ros.data.sequence import SequenceFrame
+from geovis_ros.geometry.camera import Intrinsics
+from geovis_ros.geometry.se3 import invert, se3_log
+from geovis_ros.models.blocks import normalize_image_tensor
+from geovis_ros.models.flow import dis_flow
+
+ALL_SCENES = ("room", "corridor", "street", "tabletop")
+HELD_OUT_SCENE = "corridor"
+TRAIN_SCENES = tuple(s for s in ALL_SCENES if s != HELD_OUT_SCENE)
+TRAIN_SEED_BASE = 100_000
+SCENE_TRAJECTORIES = {
+    "room": ("handheld", "handheld", "drone", "rotation", "standstill"),
+    "corridor": ("handheld", "handheld", "drone", "rotation"),
+    "street": ("driving", "driving", "handheld", "drone", "rotation"),
+    "tabletop": ("handheld", "handheld", "drone", "rotation"),
+}
+MANIFEST = "manifest.json"
+
+
+class TrainingDataError(ValueError):
+    """Training data is missing, empty or lacks the ground truth a task needs."""
+
+
+@dataclass
+class SequenceArrays:
+    """One sequence as stacked arrays (N frames, H x W pixels).
+
+    Attributes:
+        rgb: (N, H, W, 3) uint8.
+        intrinsics: shared pinhole intrinsics of the frames.
+        depth: (N, H, W) float32 metres, NaN invalid, or None.
+        poses: (N, 4, 4) float64 T_world_camera, or None.
+        flow: (N - 1, H, W, 2) float32 px, frame i -> i + 1, or None.
+        flow_valid: (N - 1, H, W) bool, or None.
+        flow_init: (N - 1, H, W, 2) float16 px, DIS medium flow i -> i + 1, or None.
+
+    """
+
+    rgb: NDArray[np.uint8]
+    intrinsics: Intrinsics
+    depth: NDArray[np.float32] | None = None
+    poses: NDArray[np.float64] | None = None
+    flow: NDArray[np.float32] | None = None
+    flow_valid: NDArray[np.bool_] | None = None
+    flow_init: NDArray[np.float16] | None = None
+
+    def __len__(self) -> int:
+        return int(self.rgb.shape[0])
+
+    @classmethod
+    def from_frames(
+        cls, frames: Iterable[SequenceFrame], with_flow_init: bool = False, max_frames: int | None = None
+    ) -> SequenceArrays:
+        """Stack frames; ground truth is kept only where every frame has it (flow: all but the last)."""
+        items = []
+        for frame in frames:
+            items.append(frame)
+            if max_frames is not None and len(items) >= max_frames:
+                break
+        if len(items) < 2:
+            raise TrainingDataError(f"a training sequence needs at least 2 frames, got {len(items)}")
+        rgb = np.stack([f.rgb for f in items])
+        depth = np.stack([f.depth for f in items]).astype(np.float32) if all(f.depth is not None for f in items) else None
+        poses = np.stack([f.pose for f in items]).astype(np.float64) if all(f.pose is not None for f in items) else None
+        head = items[:-1]
+        has_flow = all(f.flow is not None and f.flow_valid is not None for f in head)
+        flow = np.stack([f.flow for f in head]).astype(np.float32) if has_flow else None
+        flow_valid = np.stack([f.flow_valid for f in head]).astype(bool) if has_flow else None
+        flow_init = None
+        if with_flow_init:
+            flow_init = np.stack([dis_flow(a.rgb, b.rgb) for a, b in zip(items[:-1], items[1:], strict=True)])
+            flow_init = flow_init.astype(np.float16)
+        return cls(rgb, items[0].intrinsics, depth, poses, flow, flow_valid, flow_init)
+
+    def save(self, path: Path) -> None:
+        """Write to one ``.npz`` file (uncompressed; missing arrays are simply absent)."""
+        k = self.intrinsics
+        arrays: dict[str, NDArray[np.generic]] = {
+            "rgb": self.rgb,
+            "intrinsics": np.array([k.fx, k.fy, k.cx, k.cy, k.width, k.height], dtype=np.float64),
+        }
+        for name in ("depth", "poses", "flow", "flow_valid", "flow_init"):
+            value = getattr(self, name)
+            if value is not None:
+                arrays[name] = value
+        np.savez(path, **arrays)
+
+    @classmethod
+    def load(cls, path: Path) -> SequenceArrays:
+        """Read a file written by :meth:`save`."""
+        with np.load(path) as data:
+            fx, fy, cx, cy, w, h = data["intrinsics"].tolist()
+            optional = {n: data[n] if n in data else None for n in ("depth", "poses", "flow", "flow_valid", "flow_init")}
+            return cls(data["rgb"], Intrinsics(fx, fy, cx, cy, int(w), int(h)), **optional)
+
+
+def random_synth_config(rng: np.random.Generator, split: str, width: int, height: int, frames: int):  # noqa: ANN201
+    """A random :class:`geovis_ros.data.synth.SynthConfig` for ``split`` ``train`` or ``val``.
+
+    ``train``: scene in :data:`TRAIN_SCENES`, seed >= :data:`TRAIN_SEED_BASE`; ``val``: any scene
+    (the held-out one included), seed < :data:`TRAIN_SEED_BASE`. Frame rate, field of view,
+    moving objects and lighting changes vary so that motions range from sub-pixel to > 20 px.
+    """
+    from geovis_ros.data.synth import SynthConfig
+
+    if split == "train":
+        scene = str(rng.choice(TRAIN_SCENES))
+        seed = TRAIN_SEED_BASE + int(rng.integers(0, 2**31 - TRAIN_SEED_BASE))
+    elif split == "val":
+        scene = str(rng.choice(ALL_SCENES))
+        seed = int(rng.integers(0, TRAIN_SEED_BASE))
+    else:
+        raise TrainingDataError(f"split must be 'train' or 'val', got {split!r}")
+    return SynthConfig(
+        scene=scene,
+        trajectory=str(rng.choice(SCENE_TRAJECTORIES[scene])),
+        frames=frames,
+        width=width,
+        height=height,
+        seed=seed,
+        fps=float(rng.choice([5.0, 10.0, 15.0, 30.0])),
+        hfov_deg=float(rng.uniform(50.0, 90.0)),
+        moving_objects=bool(rng.random() < 0.5),
+        lighting_changes=bool(rng.random() < 0.3),
+    )
+
+
+def render_synth_sequence(
+    rng: np.random.Generator, split: str, width: int, height: int, frames: int, with_flow_init: bool
+) -> SequenceArrays:
+    """Render one random synthetic sequence (see :func:`random_synth_config`) with flow ground truth."""
+    from geovis_ros.data.synth import render_sequence
+
+    config = random_synth_config(rng, split, width, height, frames)
+    return SequenceArrays.from_frames(render_sequence(config, with_flow=True), with_flow_init=with_flow_init)
+
+
+def write_synth_cache(
+    out_dir: Path, split: str, sequences: int, frames: int, width: int, height: int, seed: int
+) -> list[Path]:
+    """Pre-render ``sequences`` random sequences into ``out_dir`` (``.npz`` shards + manifest); returns the shards.
+
+    Shards already present are kept, so an interrupted render resumes.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest = {"split": split, "width": width, "height": height, "frames": frames, "seed": seed}
+    manifest_path = out_dir / MANIFEST
+    if manifest_path.is_file() and json.loads(manifest_path.read_text()) != manifest:
+        raise TrainingDataError(f"{out_dir} holds a cache with other settings ({manifest_path.read_text()})")
+    manifest_path.write_text(json.dumps(manifest))
+    paths = []
+    for index in range(sequences):
+        path = out_dir / f"seq_{index:05d}.npz"
+        if not path.is_file():
+            rng = np.random.default_rng([seed, index])
+            arrays = render_synth_sequence(rng, split, width, height, frames, with_flow_init=True)
+            tmp = path.with_suffix(".tmp.npz")
+            arrays.save(tmp)
+            tmp.replace(path)
+        paths.append(path)
+    return paths
+
+
+def load_cache(folder: Path) -> list[SequenceArrays]:
+    """All sequences of a cache folder written by :func:`write_synth_cache`."""
+    shards = sorted(p for p in folder.glob("seq_*.npz") if not p.name.endswith(".tmp.npz"))
+    if not shards:
+        raise TrainingDataError(f"{folder} holds no seq_*.npz shards")
+    return [SequenceArrays.load(p) for p in shards]
+
+
+def is_cache(folder: Path) -> bool:
+    """True when ``folder`` is a pre-rendered cache (has a manifest)."""
+    return (folder / MANIFEST).is_file()
+
+
+def load_recording(path: Path, max_frames: int, width: int, height: int, with_flow_init: bool) -> SequenceArrays:
+    """A user recording (video, image folder, bag: anything ``open_sequence`` reads) resized to width x height."""
+    from geovis_ros.data.readers import open_sequence
+
+    def resized() -> Iterator[SequenceFrame]:
+        for frame in open_sequence(path):
+            k = frame.intrinsics
+            rgb = cv2.resize(frame.rgb, (width, height), interpolation=cv2.INTER_AREA)
+            yield SequenceFrame(frame.name, frame.stamp_ns, rgb, k.resized(width, height))
+
+    return SequenceArrays.from_frames(resized(), with_flow_init=with_flow_init, max_frames=max_frames)
+
+
+class SynthStream:
+    """A pool of synthetic sequences rendered on the fly; one is replaced every ``refresh_every`` draws."""
+
+    def __init__(
+        self, rng: np.random.Generator, width: int, height: int, frames: int, pool: int, refresh_every: int
+    ) -> None:
+        self._rng = rng
+        self._args = (width, height, frames)
+        self._refresh_every = refresh_every
+        self._draws = 0
+        self.sequences = [self._render() for _ in range(pool)]
+
+    def _render(self) -> SequenceArrays:
+        width, height, frames = self._args
+        return render_synth_sequence(self._rng, "train", width, height, frames, with_flow_init=True)
+
+    def refresh(self) -> None:
+        """Count one draw; replace the oldest sequence when it is time."""
+        self._draws += 1
+        if self._draws % self._refresh_every == 0:
+            self.sequences = self.sequences[1:] + [self._render()]
+
+
+def _resize_rgb(rgb: NDArray[np.uint8], size: tuple[int, int]) -> NDArray[np.uint8]:
+    return rgb if rgb.shape[1::-1] == size else cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+
+
+def _to_chw(images: Sequence[NDArray[np.generic]]) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(np.stack(images).transpose(0, 3, 1, 2)))
+
+
+def _photometric_jitter(rng: np.random.Generator, rgbs: list[NDArray[np.uint8]]) -> list[NDArray[np.uint8]]:
+    """The same random brightness/contrast/colour change applied to every image of one sample."""
+    gain = rng.uniform(0.8, 1.2) * rng.uniform(0.9, 1.1, size=3)
+    bias = rng.uniform(-15, 15)
+    return [np.clip(rgb.astype(np.float32) * gain + bias, 0, 255).astype(np.uint8) for rgb in rgbs]
+
+
+class Batcher:
+    """Random training batches from a list of sequences.
+
+    ``depth_batch``: image, depth (metric, NaN-free with a mask), fx at the batch size.
+    ``flow_batch``: image1, image2, flow_init, flow, valid (random crops at full resolution).
+    ``pose_batch``: image1, image2, twist of T_cam2_cam1.
+    ``triplet_batch``: prev, target, next images in [0, 1] and normalised, K at the batch size.
+    """
+
+    def __init__(self, sequences: Sequence[SequenceArrays], rng: np.random.Generator, augment: bool = True) -> None:
+        if not sequences:
+            raise TrainingDataError("no training sequences")
+        self.sequences = sequences
+        self.rng = rng
+        self.augment = augment
+
+    def _pick(self, need: str, margin: int) -> tuple[SequenceArrays, int]:
+        usable = [s for s in self.sequences if getattr(s, need) is not None and len(s) > margin] if need else [
+            s for s in self.sequences if len(s) > margin
+        ]
+        if not usable:
+            raise TrainingDataError(f"no sequence has {need or 'enough frames'} (need > {margin} frames)")
+        seq = usable[int(self.rng.integers(len(usable)))]
+        return seq, int(self.rng.integers(len(seq) - margin))
+
+    def depth_batch(self, batch: int, size: tuple[int, int]) -> dict[str, torch.Tensor]:
+        """Image (B, 3, H, W) normalised, depth (B, 1, H, W) m (0 where invalid), valid, fx (B,)."""
+        images, depths, fxs = [], [], []
+        for _ in range(batch):
+            seq, i = self._pick("depth", 0)
+            rgb = _resize_rgb(seq.rgb[i], size)
+            depth = seq.depth[i] if seq.depth[i].shape[::-1] == size else cv2.resize(
+                seq.depth[i], size, interpolation=cv2.INTER_NEAREST
+            )
+            if self.augment:
+                rgb = _photometric_jitter(self.rng, [rgb])[0]
+                if self.rng.random() < 0.5:
+                    rgb, depth = rgb[:, ::-1], depth[:, ::-1]
+            images.append(rgb)
+            depths.append(depth)
+            fxs.append(seq.intrinsics.resized(*size).fx)
+        depth_t = torch.from_numpy(np.ascontiguousarray(np.stack(depths)[:, None]))
+        valid = torch.isfinite(depth_t) & (depth_t > 0)
+        return {
+            "image": normalize_image_tensor(_to_chw(images)),
+            "depth": torch.where(valid, depth_t, torch.zeros_like(depth_t)),
+            "valid": valid,
+            "fx": torch.tensor(fxs, dtype=torch.float32),
+        }
+
+    def flow_batch(self, batch: int, crop: tuple[int, int], with_backward_init: bool = False) -> dict[str, torch.Tensor]:
+        """Random full-resolution crops of consecutive frames.
+
+        Returns image1, image2 (B, 3, h, w) normalised and flow_init (B, 2, h, w) px (stored DIS flow,
+        else DIS on the crop); with ground truth, flow (B, 2, h, w) px and valid (B, 1, h, w); with
+        ``with_backward_init``, flow_init_backward (DIS image2 -> image1 on the crop).
+        """
+        cw, ch = crop
+        fields: dict[str, list[NDArray[np.generic]]] = {"image1": [], "image2": [], "flow_init": []}
+        for _ in range(batch):
+            seq, i = self._pick("", 1)
+            h, w = seq.rgb.shape[1:3]
+            if h < ch or w < cw:
+                raise TrainingDataError(f"crop {cw}x{ch} is larger than the {w}x{h} frames")
+            y, x = int(self.rng.integers(h - ch + 1)), int(self.rng.integers(w - cw + 1))
+            window = (slice(y, y + ch), slice(x, x + cw))
+            a, b = seq.rgb[i][window], seq.rgb[i + 1][window]
+            sample = {"flow_init": seq.flow_init[i][window].astype(np.float32) if seq.flow_init is not None
+                      else dis_flow(a, b)}
+            if with_backward_init:
+                sample["flow_init_backward"] = dis_flow(b, a)
+            if seq.flow is not None and seq.flow_valid is not None:
+                flow = seq.flow[i][window]
+                sample["flow"] = np.nan_to_num(flow.astype(np.float32))
+                sample["valid"] = (seq.flow_valid[i][window] & np.isfinite(flow).all(-1))[..., None]
+            if self.augment:
+                a, b = _photometric_jitter(self.rng, [a, b])
+                if self.rng.random() < 0.5:
+                    a, b = a[:, ::-1], b[:, ::-1]
+                    sample = {k: v[:, ::-1] * ([-1, 1] if k.startswith("flow") else 1) for k, v in sample.items()}
+            sample.update(image1=a, image2=b)
+            for key, value in sample.items():
+                fields.setdefault(key, []).append(value)
+        out = {}
+        for key, values in fields.items():
+            tensor = _to_chw(values)
+            if key.startswith("image"):
+                out[key] = normalize_image_tensor(tensor)
+            else:
+                out[key] = tensor.float() if key != "valid" else tensor.bool()
+        if not all(len(v) == batch for v in fields.values()):
+            raise TrainingDataError("some sequences have flow ground truth and others not; use one kind")
+        return out
+
+    def pose_batch(self, batch: int, size: tuple[int, int]) -> dict[str, torch.Tensor]:
+        """image1, image2 (B, 3, H, W) normalised and twist (B, 6) of T_cam2_cam1 (v m, w rad)."""
+        im1, im2, twists = [], [], []
+        for _ in range(batch):
+            seq, i = self._pick("poses", 1)
+            a, b = _resize_rgb(seq.rgb[i], size), _resize_rgb(seq.rgb[i + 1], size)
+            pose_21 = invert(seq.poses[i + 1]) @ seq.poses[i]
+            if self.augment:
+                a, b = _photometric_jitter(self.rng, [a, b])
+                if self.rng.random() < 0.5:
+                    a, b, pose_21 = b, a, invert(pose_21)
+            xi = se3_log(pose_21)
+            if self.augment and self.rng.random() < 0.5:
+                # Mirroring x mirrors the motion: (vx, vy, vz, wx, wy, wz) -> (-vx, vy, vz, wx, -wy, -wz).
+                a, b = a[:, ::-1], b[:, ::-1]
+                xi = xi * np.array([-1, 1, 1, 1, -1, -1])
+            im1.append(a)
+            im2.append(b)
+            twists.append(xi)
+        return {
+            "image1": normalize_image_tensor(_to_chw(im1)),
+            "image2": normalize_image_tensor(_to_chw(im2)),
+            "twist": torch.tensor(np.stack(twists), dtype=torch.float32),
+        }
+
+    def triplet_batch(self, batch: int, size: tuple[int, int]) -> dict[str, torch.Tensor]:
+        """prev, target, next: (B, 3, H, W) in [0, 1]; *_net: normalised; k (B, 3, 3) at the batch size."""
+        frames: dict[str, list[NDArray[np.uint8]]] = {"prev": [], "target": [], "next": []}
+        ks = []
+        for _ in range(batch):
+            seq, i = self._pick("", 2)
+            rgbs = [_resize_rgb(seq.rgb[i + j], size) for j in range(3)]
+            if self.augment:
+                rgbs = _photometric_jitter(self.rng, rgbs)
+            for key, rgb in zip(frames, rgbs, strict=True):
+                frames[key].append(rgb)
+            ks.append(seq.intrinsics.resized(*size).matrix)
+        out = {}
+        for key, rgbs in frames.items():
+            raw = _to_chw(rgbs)
+            out[key] = raw.float() / 255.0
+            out[f"{key}_net"] = normalize_image_tensor(raw)
+        out["k"] = torch.tensor(np.stack(ks), dtype=torch.float32)
+        return out

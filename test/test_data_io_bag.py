@@ -1,0 +1,194 @@
+"""ROS bag I/O with rosbags: ROS 2 write/read (sqlite3, mcap), ROS 1 reading, encodings, errors."""
+
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+
+from geovis_ros.data.bag import BagSequence, image_msg_to_depth, image_msg_to_rgb, write_bag
+from geovis_ros.data.image_io import DatasetError
+from geovis_ros.data.readers import open_sequence
+from geovis_ros.data.sequence import SequenceFrame
+from geovis_ros.geometry.camera import Intrinsics
+from geovis_ros.geometry.se3 import se3_exp
+
+H, W = 12, 16
+K = Intrinsics(20.0, 21.0, 7.5, 5.5, W, H)
+
+
+def make_frames(count: int = 3) -> list[SequenceFrame]:
+    rng = np.random.default_rng(0)
+    frames = []
+    for i in range(count):
+        depth = rng.uniform(0.5, 8.0, (H, W)).astype(np.float32)
+        depth[1, i] = np.nan
+        frames.append(SequenceFrame(
+            name=f"{i:06d}", stamp_ns=1_700_000_000_000_000_000 + i * 50_000_000,
+            rgb=rng.integers(0, 256, (H, W, 3), dtype=np.uint8), intrinsics=K,
+            depth=depth, pose=se3_exp(rng.normal(0, 0.5, 6)),
+        ))
+    return frames
+
+
+@pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
+def test_ros2_bag_round_trip(tmp_path, storage):
+    frames = make_frames()
+    frames[1].pose = None
+    bag = write_bag(tmp_path / "bag", iter(frames), storage=storage, with_depth=True)
+    assert (bag / "metadata.yaml").is_file()
+    assert list(bag.glob("*.mcap" if storage == "mcap" else "*.db3"))
+    sequence = BagSequence(bag)
+    assert sequence.image_topic == "/camera/image_raw" and sequence.info_topic == "/camera/camera_info"
+    assert sequence.gt_topic == "/ground_truth/odom" and sequence.depth_topic == "/camera/depth/image"
+    assert len(sequence) == 3 and sequence.intrinsics == K
+    read = list(sequence)
+    assert len(read) == 3
+    for written, got in zip(frames, read, strict=True):
+        assert got.stamp_ns == written.stamp_ns
+        np.testing.assert_array_equal(got.rgb, written.rgb)
+        np.testing.assert_array_equal(got.depth, written.depth)
+        if written.pose is None:
+            assert got.pose is None
+        else:
+            np.testing.assert_allclose(got.pose, written.pose, atol=1e-12)
+
+
+def test_bag_file_inside_directory_and_open_sequence(tmp_path):
+    bag = write_bag(tmp_path / "bag", make_frames(2), storage="mcap")
+    (storage_file,) = bag.glob("*.mcap")
+    for path in (bag, storage_file, bag / "metadata.yaml"):
+        sequence = open_sequence(path)
+        assert isinstance(sequence, BagSequence) and len(sequence) == 2
+    sequence = BagSequence(bag)
+    assert sequence.depth_topic is None and [f.depth for f in sequence] == [None, None]
+
+
+def test_write_bag_refuses_existing_path_and_unknown_storage(tmp_path):
+    with pytest.raises(DatasetError, match="unknown bag storage 'zip'"):
+        write_bag(tmp_path / "a", make_frames(1), storage="zip")
+    (tmp_path / "b").mkdir()
+    with pytest.raises(DatasetError, match="already exists"):
+        write_bag(tmp_path / "b", make_frames(1))
+
+
+def test_bag_without_camera_info_lists_topics(tmp_path):
+    bag = write_bag(tmp_path / "bag", make_frames(1), info_topic="/camera/camera_info")
+    with pytest.raises(DatasetError, match=r"topic '/nothing' is not one of sensor_msgs/msg/CameraInfo.*"
+                                           r"/camera/image_raw \(sensor_msgs/msg/Image\)"):
+        BagSequence(bag, info_topic="/nothing")
+    assert BagSequence(bag, calib="30,30,7.5,5.5").intrinsics.fx == 30
+
+
+def write_ros1_bag(path: Path, with_info: bool = True) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """A ROS 1 bag: mono8 and compressed PNG colour images, CameraInfo (K), PoseStamped ground truth."""
+    from rosbags.rosbag1 import Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    store = get_typestore(Stores.ROS1_NOETIC)
+    t = store.types
+    rng = np.random.default_rng(7)
+    greys, colours = [], []
+    poses = []
+    with Writer(path) as writer:
+        conns = {
+            "mono": writer.add_connection("/cam/mono", "sensor_msgs/msg/Image", typestore=store),
+            "png": writer.add_connection("/cam/color/compressed", "sensor_msgs/msg/CompressedImage",
+                                         typestore=store),
+            "pose": writer.add_connection("/mocap/pose", "geometry_msgs/msg/PoseStamped", typestore=store),
+        }
+        if with_info:
+            conns["info"] = writer.add_connection("/cam/camera_info", "sensor_msgs/msg/CameraInfo", typestore=store)
+        for i in range(2):
+            stamp = 1_000_000_000 + i * 100_000_000
+            header = t["std_msgs/msg/Header"](
+                seq=i, stamp=t["builtin_interfaces/msg/Time"](sec=stamp // 10**9, nanosec=stamp % 10**9),
+                frame_id="cam",
+            )
+            grey = rng.integers(0, 256, (H, W), dtype=np.uint8)
+            padded = np.zeros((H, W + 4), np.uint8)  # step larger than the row: must be honoured
+            padded[:, :W] = grey
+            mono = t["sensor_msgs/msg/Image"](header=header, height=H, width=W, encoding="mono8",
+                                              is_bigendian=0, step=W + 4, data=padded.reshape(-1))
+            colour = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+            png = cv2.imencode(".png", cv2.cvtColor(colour, cv2.COLOR_RGB2BGR))[1].reshape(-1)
+            compressed = t["sensor_msgs/msg/CompressedImage"](header=header, format="png", data=png)
+            roi = t["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0,
+                                                         do_rectify=False)
+            info = t["sensor_msgs/msg/CameraInfo"](
+                header=header, height=H, width=W, distortion_model="plumb_bob", D=np.zeros(5),
+                K=K.matrix.reshape(-1), R=np.eye(3).reshape(-1), P=np.zeros(12), binning_x=0, binning_y=0,
+                roi=roi,
+            )
+            x = 0.1 * i
+            pose = t["geometry_msgs/msg/PoseStamped"](header=header, pose=t["geometry_msgs/msg/Pose"](
+                position=t["geometry_msgs/msg/Point"](x=x, y=0.0, z=0.0),
+                orientation=t["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0)))
+            for key, msg, kind in [("mono", mono, "sensor_msgs/msg/Image"),
+                                   ("info", info, "sensor_msgs/msg/CameraInfo"),
+                                   ("png", compressed, "sensor_msgs/msg/CompressedImage"),
+                                   ("pose", pose, "geometry_msgs/msg/PoseStamped")]:
+                if key in conns:
+                    writer.write(conns[key], stamp, store.serialize_ros1(msg, kind))
+            greys.append(grey)
+            colours.append(colour)
+            poses.append(x)
+    return greys, colours
+
+
+def test_ros1_bag_mono_and_compressed(tmp_path):
+    path = tmp_path / "old.bag"
+    greys, colours = write_ros1_bag(path)
+    compressed = open_sequence(path, image_topic="/cam/color/compressed")
+    assert compressed.intrinsics == K and compressed.info_topic == "/cam/camera_info"
+    frames = list(compressed)
+    for frame, colour in zip(frames, colours, strict=True):
+        np.testing.assert_array_equal(frame.rgb, colour)
+    assert frames[1].pose[0, 3] == pytest.approx(0.1) and frames[1].stamp_ns == 1_100_000_000
+    mono = BagSequence(path, image_topic="/cam/mono")
+    for frame, grey in zip(mono, greys, strict=True):
+        np.testing.assert_array_equal(frame.rgb, np.repeat(grey[..., None], 3, 2))
+    assert BagSequence(path).image_topic == "/cam/color/compressed"  # first image topic by name
+
+
+def raw_image(encoding: str, pixels: np.ndarray, bigendian: bool = False) -> SimpleNamespace:
+    data = pixels.astype(pixels.dtype.newbyteorder(">" if bigendian else "<")).tobytes()
+    return SimpleNamespace(height=pixels.shape[0], width=pixels.shape[1], encoding=encoding,
+                           is_bigendian=int(bigendian), step=len(data) // pixels.shape[0], data=data)
+
+
+def test_image_decoders_by_encoding():
+    rng = np.random.default_rng(8)
+    rgb = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(image_msg_to_rgb(raw_image("rgb8", rgb)), rgb)
+    np.testing.assert_array_equal(image_msg_to_rgb(raw_image("bgr8", rgb[..., ::-1].copy())), rgb)
+    rgba = np.concatenate([rgb, np.full((H, W, 1), 255, np.uint8)], axis=2)
+    np.testing.assert_array_equal(image_msg_to_rgb(raw_image("rgba8", rgba)), rgb)
+    mono16 = rng.integers(0, 65536, (H, W)).astype(np.uint16)
+    decoded = image_msg_to_rgb(raw_image("mono16", mono16, bigendian=True))
+    np.testing.assert_array_equal(decoded[..., 1], (mono16 >> 8).astype(np.uint8))
+    depth_mm = np.array([[0, 1500]], np.uint16)
+    depth = image_msg_to_depth(raw_image("16UC1", depth_mm))
+    assert np.isnan(depth[0, 0]) and depth[0, 1] == pytest.approx(1.5)
+    with pytest.raises(DatasetError, match="unsupported colour encoding 'yuv422'"):
+        image_msg_to_rgb(raw_image("yuv422", rgb))
+    short = raw_image("rgb8", rgb)
+    short.data = short.data[:-5]
+    with pytest.raises(DatasetError, match="needs step"):
+        image_msg_to_rgb(short)
+
+
+def test_ros1_bag_without_camera_info_names_the_topics(tmp_path):
+    write_ros1_bag(tmp_path / "noinfo.bag", with_info=False)
+    with pytest.raises(DatasetError, match=r"no sensor_msgs/CameraInfo topic.*topics: /cam/color/compressed "
+                                           r"\(sensor_msgs/msg/CompressedImage\), /cam/mono"):
+        BagSequence(tmp_path / "noinfo.bag")
+    assert BagSequence(tmp_path / "noinfo.bag", calib=K).intrinsics == K
+
+
+def test_missing_rosbags_package_is_named(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "rosbags.typesys", None)  # makes the import fail
+    with pytest.raises(ImportError, match="needs the 'rosbags' package"):
+        write_bag(tmp_path / "bag", make_frames(1))

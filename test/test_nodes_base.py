@@ -1,0 +1,177 @@
+"""The shared node machinery with real rclpy over DDS: inputs, rejection, reset, diagnostics."""
+
+import time
+
+import numpy as np
+import pytest
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.parameter import Parameter
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, Image
+
+from geovis_ros.geometry.camera import Intrinsics
+from geovis_ros.nodes.base import PerceptionNode
+from geovis_ros.ros.camera_info import CameraCalibration, camera_info_from_calibration
+from geovis_ros.ros.image import image_from_numpy, rgb8_from_image
+from geovis_ros.ros.stamps import time_from_ns
+
+W, H = 32, 24
+
+
+class EchoNode(PerceptionNode):
+    """Publishes each frame back as rgb8: the smallest real stage."""
+
+    def __init__(self, **kwargs):
+        super().__init__("echo", **kwargs)
+        self.out = self.create_publisher(Image, "echo", 10)
+        self.resets = 0
+        self.fail_next = False
+        self.delay_s = 0.0
+
+    def process(self, frame, header):
+        time.sleep(self.delay_s)
+        if self.fail_next:
+            self.fail_next = False
+            raise RuntimeError("boom")
+        self.out.publish(image_from_numpy(frame.image, "rgb8", header))
+
+    def reset(self):
+        self.resets += 1
+
+
+@pytest.fixture
+def harness(request):
+    rclpy.init()
+    overrides = [Parameter("input_qos", Parameter.Type.STRING, "reliable")]
+    overrides += getattr(request, "param", [])
+    node = EchoNode(parameter_overrides=overrides)
+    peer = rclpy.create_node("peer")
+    received, diagnostics = [], []
+    peer.create_subscription(Image, "echo", received.append, 10)
+    peer.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 10)
+    image_pub = peer.create_publisher(Image, "image", 10)
+    info_pub = peer.create_publisher(CameraInfo, "camera_info", 10)
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    executor.add_node(peer)
+
+    def spin_until(condition, timeout=5.0):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and not condition():
+            executor.spin_once(timeout_sec=0.02)
+        return condition()
+
+    calibration = CameraCalibration(Intrinsics(30.0, 30.0, 15.5, 11.5, W, H))
+
+    def send_info(width=W, height=H):
+        info_pub.publish(camera_info_from_calibration(calibration.resized(width, height)))
+        spin_until(lambda: node.calibration is not None and node.calibration.intrinsics.width == width)
+
+    def send_image(stamp_ns, pixels=None, encoding="bgr8", frame_id="cam"):
+        pixels = np.full((H, W, 3), 7, np.uint8) if pixels is None else pixels
+        msg = image_from_numpy(pixels, encoding)
+        msg.header.stamp = time_from_ns(stamp_ns)
+        msg.header.frame_id = frame_id
+        image_pub.publish(msg)
+
+    spin_until(lambda: node.count_publishers("image") > 0 and peer.count_subscribers("echo") > 0, 2.0)
+    yield node, send_info, send_image, spin_until, received, diagnostics
+    executor.shutdown()
+    node.destroy_node()
+    peer.destroy_node()
+    rclpy.shutdown()
+
+
+def test_frame_flows_through_with_header_copied(harness):
+    node, send_info, send_image, spin_until, received, _ = harness
+    send_info()
+    pixels = np.random.default_rng(0).integers(0, 255, (H, W, 3), dtype=np.uint8)
+    send_image(1_000_000_123, pixels, "bgr8", "cam_optical")
+    assert spin_until(lambda: received)
+    out = received[0]
+    assert out.header.frame_id == "cam_optical"
+    assert (out.header.stamp.sec, out.header.stamp.nanosec) == (1, 123)
+    np.testing.assert_array_equal(rgb8_from_image(out), pixels[..., ::-1])
+
+
+def test_bad_inputs_are_dropped_and_node_recovers(harness):
+    node, send_info, send_image, spin_until, received, _ = harness
+    send_image(1)  # no camera_info yet
+    assert spin_until(lambda: node.rejected_frames == 1)
+    send_info()
+    send_image(2, np.zeros((H, W), np.float32), "32FC1")  # not a colour encoding
+    assert spin_until(lambda: node.rejected_frames == 2)
+    send_image(3, np.zeros((H * 2, W * 2, 3), np.uint8))  # size differs from camera_info
+    assert spin_until(lambda: node.rejected_frames == 3)
+    send_image(10)
+    assert spin_until(lambda: len(received) == 1)
+    send_image(9)  # out of order (less than the clock-jump threshold)
+    assert spin_until(lambda: node.rejected_frames == 4)
+    node.fail_next = True
+    send_image(11)
+    assert spin_until(lambda: node.failed_frames == 1)
+    send_image(12)
+    assert spin_until(lambda: len(received) == 2)
+
+
+def test_clock_jump_back_resets_and_size_change_resets(harness):
+    node, send_info, send_image, spin_until, received, _ = harness
+    send_info()
+    send_image(5_000_000_000)
+    assert spin_until(lambda: len(received) == 1)
+    send_image(1_000_000_000)  # bag loop: 4 s back
+    assert spin_until(lambda: len(received) == 2)
+    assert node.resets == 1 and node.rejected_frames == 0
+    send_info(W * 2, H * 2)
+    send_image(2_000_000_000, np.zeros((H * 2, W * 2, 3), np.uint8))
+    assert spin_until(lambda: len(received) == 3)
+    assert node.resets == 2
+
+
+def test_diagnostics_report_rates_and_counters(harness):
+    node, send_info, send_image, spin_until, received, diagnostics = harness
+    send_info()
+    for i in range(3):
+        send_image(i + 1)
+    spin_until(lambda: len(received) == 3)
+    assert spin_until(lambda: any(s.name.endswith("echo") for d in diagnostics for s in d.status), 3.0)
+    status = [s for d in diagnostics for s in d.status if s.name.endswith("echo")][-1]
+    values = {kv.key: kv.value for kv in status.values}
+    for key in ("input_rate_hz", "output_rate_hz", "latency_ms_p50", "latency_ms_p99", "dropped_frames", "mode"):
+        assert key in values
+
+
+@pytest.mark.parametrize("harness", [[Parameter("mode", Parameter.Type.STRING, "live")]], indirect=True)
+def test_live_mode_drops_oldest_when_processing_is_slow(harness):
+    node, send_info, send_image, spin_until, received, _ = harness
+    send_info()
+    node.delay_s = 0.2
+    for i in range(10):
+        send_image(i + 1)
+        spin_until(lambda: False, 0.01)
+    spin_until(lambda: node.queue.dropped > 0 and len(node.queue) == 0, 5.0)
+    assert node.queue.dropped > 0
+    assert rclpy.ok()
+
+
+@pytest.mark.parametrize("harness", [[Parameter("mode", Parameter.Type.STRING, "bag")]], indirect=True)
+def test_bag_mode_processes_every_frame_in_order(harness):
+    node, send_info, send_image, spin_until, received, _ = harness
+    send_info()
+    node.delay_s = 0.02
+    for i in range(10):
+        send_image(i + 1)
+    assert spin_until(lambda: len(received) == 10)
+    assert [m.header.stamp.nanosec for m in received] == list(range(1, 11)) and node.queue.dropped == 0
+
+
+def test_input_qos_default_is_sensor_data():
+    rclpy.init()
+    try:
+        node = EchoNode()
+        assert node._input_qos.reliability == qos_profile_sensor_data.reliability
+        node.destroy_node()
+    finally:
+        rclpy.shutdown()

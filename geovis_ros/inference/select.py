@@ -113,12 +113,13 @@ def option_unavailable_reason(option: BackendOption, spec: ModelSpec | None = No
 Availability = Callable[[BackendOption, ModelSpec | None], str | None]
 
 
-def plan_backends(config: EngineConfig, spec: ModelSpec | None = None,
+def backend_order(config: EngineConfig, spec: ModelSpec | None = None,
                   availability: Availability = option_unavailable_reason,
-                  ) -> tuple[list[BackendOption], list[tuple[BackendOption, str]]]:
-    """``(candidates in order, [(skipped option, reason), ...])`` for ``config``.
+                  ) -> list[tuple[BackendOption, str | None]]:
+    """The options to try for ``config``, in order, each with the reason it cannot run (None: usable).
 
-    Without ``allow_fallback`` there is at most one candidate.
+    auto: :data:`AUTO_ORDER`. An explicit backend comes first (device ``auto``: CUDA if usable, else
+    CPU), followed by the auto order when ``allow_fallback`` is set.
     """
     device_kind = config.device.partition(":")[0]
     if config.backend == "auto":
@@ -131,18 +132,8 @@ def plan_backends(config: EngineConfig, spec: ModelSpec | None = None,
             kind = device_kind
         requested = BackendOption(config.backend, kind)
         wanted = [requested] + ([o for o in AUTO_ORDER if o != requested] if config.allow_fallback else [])
-    candidates: list[BackendOption] = []
-    skipped: list[tuple[BackendOption, str]] = []
-    for option in wanted:
-        if device_kind != "auto" and option.device != device_kind:
-            reason: str | None = f"device is set to {config.device}"
-        else:
-            reason = availability(option, spec)
-        if reason is None:
-            candidates.append(option)
-        else:
-            skipped.append((option, reason))
-    return (candidates if config.allow_fallback else candidates[:1]), skipped
+    return [(option, f"device is set to {config.device}" if device_kind not in ("auto", option.device)
+             else availability(option, spec)) for option in wanted]
 
 
 def _device_name(option: BackendOption, config: EngineConfig) -> str:
@@ -213,9 +204,11 @@ def create_engine(spec: ModelSpec, height: int, width: int, config: EngineConfig
     if height % spec.spatial_multiple or width % spec.spatial_multiple:
         raise ValueError(f"{spec.name} needs a network size that is a multiple of {spec.spatial_multiple}, "
                          f"got {width}x{height} (see preprocess.resize_and_pad)")
-    candidates, skipped = plan_backends(config, spec, availability)
-    reasons = [f"{option.label}: {reason}" for option, reason in skipped]
-    for option in candidates:
+    reasons: list[str] = []
+    for option, unavailable in backend_order(config, spec, availability):
+        if unavailable is not None:
+            reasons.append(f"{option.label}: {unavailable}")
+            continue
         try:
             engine = _create(option, spec, height, width, config, toolkit_factory)
         except InferenceError as err:

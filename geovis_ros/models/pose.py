@@ -39,7 +39,7 @@ class PoseNet(nn.Module):
         layers: list[nn.Module] = []
         in_ch = 6
         for i, width in enumerate(widths):
-            layers.append(ConvAct(in_ch, width, stride=2, kernel=7 if i == 0 else 3))
+            layers.append(ConvAct(in_ch, width, stride=2, kernel=7 if i == 0 else 3, norm=False))
             in_ch = width
         self.body = nn.Sequential(*layers)
         self.head = nn.Conv2d(in_ch, 6, 1)

@@ -165,7 +165,10 @@ def _so3_left_jacobian_batch(omega: NDArray[np.float64], inverse: bool) -> NDArr
 
 
 def _se3_q_batch(twists: NDArray[np.float64]) -> NDArray[np.float64]:
-    """The coupling block Q (N, 3, 3) of the SE(3) left Jacobian [[Jl(w), Q], [0, Jl(w)]] of twists (N, 6)."""
+    """The coupling block Q (N, 3, 3) of the SE(3) left Jacobian [[Jl(w), Q], [0, Jl(w)]] of twists (N, 6).
+
+    Closed form of Barfoot, *State Estimation for Robotics*, for twists ordered (v, w).
+    """
     rho, phi = _skew_batch(twists[:, :3]), _skew_batch(twists[:, 3:])
     angle = np.linalg.norm(twists[:, 3:], axis=-1)
     small = angle < 1e-2
@@ -173,7 +176,7 @@ def _se3_q_batch(twists: NDArray[np.float64]) -> NDArray[np.float64]:
     # Series limits below 1e-2 rad avoid cancellation in the closed forms.
     c1 = np.where(small, 1.0 / 6.0 - a**2 / 120.0, (a - np.sin(a)) / a**3)
     c2 = np.where(small, 1.0 / 24.0 - a**2 / 720.0, (a**2 / 2.0 + np.cos(a) - 1.0) / a**4)
-    c3 = np.where(small, 1.0 / 120.0 - a**2 / 2520.0, 0.5 * (c2 - 3.0 * (a - np.sin(a) - a**3 / 6.0) / a**5))
+    c3 = np.where(small, 1.0 / 120.0 - a**2 / 2520.0, (2.0 * a - 3.0 * np.sin(a) + a * np.cos(a)) / (2.0 * a**5))
     phi_rho, rho_phi = phi @ rho, rho @ phi
     phi_rho_phi = phi_rho @ phi
     return (

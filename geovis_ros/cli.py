@@ -19,6 +19,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "build-engines": ("geovis_ros.inference.build_engines", "prebuild and cache TensorRT engines"),
     "train": ("geovis_ros.training.commands", "train or fine-tune the depth, flow and pose networks"),
     "predict": ("geovis_ros.models.predict", "run a network on image files (depth, flow)"),
+    "odometry": ("geovis_ros.pipeline.odometry_cli", "monocular visual odometry over a recording"),
+    "process-bag": ("geovis_ros.pipeline.process_bag", "run the whole pipeline over a recorded bag, without ROS"),
+    "demo": ("geovis_ros.demo", "synthetic sequence through pipeline_node over DDS; writes out/demo"),
 }
 
 

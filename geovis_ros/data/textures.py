@@ -76,9 +76,9 @@ def fractal_noise(
 
 def _random_palette(rng: np.random.Generator, count: int) -> NDArray[np.float64]:
     """(count, 3) random RGB colours in [0, 1], spread in brightness so ramps have contrast."""
-    brightness = np.sort(rng.uniform(0.1, 0.95, count))
+    brightness = np.sort(rng.uniform(0.15, 1.0, count))
     hue = rng.uniform(0.0, 1.0, (count, 3))
-    colours = brightness[:, None] * (0.55 + 0.45 * hue / hue.max(axis=1, keepdims=True))
+    colours = brightness[:, None] * (0.6 + 0.4 * hue / hue.max(axis=1, keepdims=True))
     return np.clip(colours, 0.0, 1.0)
 
 
@@ -122,19 +122,23 @@ def _stripes_texture(rng: np.random.Generator, size: int) -> NDArray[np.float64]
 
 
 def _shapes_texture(rng: np.random.Generator, size: int) -> NDArray[np.float64]:
-    u, v = _periodic_coords(size)
     image = _apply_palette(fractal_noise(rng, size, 2, 0.55), _random_palette(rng, 3))
     for _ in range(int(rng.integers(25, 60))):
-        centre = rng.random(2)
-        # Wrapped offsets keep every shape continuous across the tile border.
-        du = (u - centre[0] + 0.5) % 1.0 - 0.5
-        dv = (v - centre[1] + 0.5) % 1.0 - 0.5
-        half = rng.uniform(0.015, 0.12, 2)
+        centre = rng.random(2) * size
+        half = rng.uniform(0.015, 0.12, 2) * size
+        # Only the shape's window is touched; wrapped indices keep it continuous across the border.
+        cols = np.arange(int(centre[0] - half[0]) - 1, int(centre[0] + half[0]) + 2)
+        rows = np.arange(int(centre[1] - half[1]) - 1, int(centre[1] + half[1]) + 2)
+        du = (cols + 0.5 - centre[0])[None, :] / half[0]
+        dv = (rows + 0.5 - centre[1])[:, None] / half[1]
         if rng.random() < 0.5:
-            inside = (du / half[0]) ** 2 + (dv / half[1]) ** 2 <= 1.0
+            inside = du**2 + dv**2 <= 1.0
         else:
-            inside = (np.abs(du) <= half[0]) & (np.abs(dv) <= half[1])
-        image[inside] = rng.uniform(0.05, 1.0, 3)
+            inside = (np.abs(du) <= 1.0) & (np.abs(dv) <= 1.0)
+        window = np.ix_(rows % size, cols % size)
+        patch = image[window]
+        patch[inside] = rng.uniform(0.05, 1.0, 3)
+        image[window] = patch
     return image
 
 
@@ -229,22 +233,23 @@ class TextureBank:
     """A stack of equally sized tileable textures with their mip chains, ready for sampling.
 
     Attributes:
-        levels: per mip level l, the textures as a flat (T * S_l * S_l, 3) float32 array
-            (texture-major, then rows, then columns), S_l = size >> l, down to 1 x 1.
+        levels: per mip level l, the textures as a flat (T * S_l * S_l,) uint32 array of packed
+            RGBA8 texels (texture-major, then rows, then columns), S_l = size >> l, down to 1 x 1.
+            One 32-bit gather fetches a whole texel.
         size: side S of level 0 in texels.
         count: number of textures T.
         user_count: how many of the textures (the last ones) came from user images.
 
     """
 
-    levels: tuple[NDArray[np.float32], ...]
+    levels: tuple[NDArray[np.uint32], ...]
     size: int
     count: int
     user_count: int = 0
 
     @classmethod
     def from_textures(cls, textures: Sequence[NDArray[np.floating]], user_count: int = 0) -> TextureBank:
-        """Bank of ``textures`` (each (S, S, 3), values in [0, 1], S a power of two)."""
+        """Bank of ``textures`` (each (S, S, 3), values in [0, 1], S a power of two), stored as 8 bit."""
         if not textures:
             raise TextureError("a texture bank needs at least one texture")
         stack = np.stack([np.asarray(t, dtype=np.float32) for t in textures])
@@ -254,11 +259,20 @@ class TextureBank:
         levels = [stack]
         while levels[-1].shape[1] > 1:
             levels.append(_downsample(levels[-1]))
-        flat = tuple(np.ascontiguousarray(level.reshape(-1, 3)) for level in levels)
-        return cls(levels=flat, size=size, count=len(stack), user_count=user_count)
+        packed = []
+        for level in levels:
+            rgba = np.zeros(level.shape[:3] + (4,), dtype=np.uint8)
+            rgba[..., :3] = np.round(np.clip(level, 0.0, 1.0) * 255.0)
+            packed.append(rgba.reshape(-1, 4).view(np.uint32)[:, 0].copy())
+        return cls(levels=tuple(packed), size=size, count=len(stack), user_count=user_count)
+
+    def _fetch(self, level: int, index: NDArray[np.integer]) -> NDArray[np.float32]:
+        """(n, 3) float32 RGB in [0, 255] of the texels at flat ``index`` of ``level``."""
+        texels = self.levels[level][index]
+        return texels.view(np.uint8).reshape(-1, 4)[:, :3].astype(np.float32)
 
     def _bilinear(
-        self, level: int, texture: NDArray[np.int64], u: NDArray[np.float64], v: NDArray[np.float64]
+        self, level: int, texture: NDArray[np.integer], u: NDArray[np.float64], v: NDArray[np.float64]
     ) -> NDArray[np.float32]:
         side = self.size >> level
         scale = 1.0 / (1 << level)
@@ -276,15 +290,14 @@ class TextureBank:
         base = texture * (side * side)
         row0 = base + yi0 * side
         row1 = base + yi1 * side
-        data = self.levels[level]
-        top = data[row0 + xi0] * (1.0 - wx) + data[row0 + xi1] * wx
-        bottom = data[row1 + xi0] * (1.0 - wx) + data[row1 + xi1] * wx
+        top = self._fetch(level, row0 + xi0) * (1.0 - wx) + self._fetch(level, row0 + xi1) * wx
+        bottom = self._fetch(level, row1 + xi0) * (1.0 - wx) + self._fetch(level, row1 + xi1) * wx
         return top * (1.0 - wy) + bottom * wy
 
     def sample(
         self, texture: NDArray[np.integer], uv: NDArray[np.floating], lod: NDArray[np.floating]
     ) -> NDArray[np.float32]:
-        """Trilinear samples (N, 3) float32 RGB.
+        """Trilinear samples (N, 3) float32 RGB in [0, 1].
 
         Args:
             texture: (N,) texture indices in [0, count).
@@ -310,7 +323,7 @@ class TextureBank:
                 coarse = self._bilinear(int(level) + 1, tex, u, v)
                 colour += (coarse - colour) * blend[idx]
             out[idx] = colour
-        return out
+        return out * np.float32(1.0 / 255.0)
 
 
 def build_texture_bank(

@@ -13,8 +13,10 @@ Motion models (all smooth: sums of sinusoids, no random walks):
 - ``drone``: ``drone_speed`` with altitude changes through the space's height range, banking;
 - ``rotation``: fixed position, panning / tilting / rolling up to ~2 rad/s;
 - ``standstill``: one constant pose;
-- ``loop``: one closed lap at about ``walk_speed``: frame F (one past the last) would be frame 0,
-  so the last frame is one step from the start (for loop-closure tests).
+- ``loop``: one closed lap at up to 1.5 x ``walk_speed`` (short sequences make small loops):
+  frame F (one past the last) would be frame 0, so the last frame is one step from the start
+  (for loop-closure tests). The camera turns with the path on laps of 6 s or more; on shorter
+  laps it keeps its heading.
 
 In elongated spaces (``along_x``: corridors, streets) handheld, driving and drone sweep along +x;
 elsewhere (and for ``loop`` everywhere) the path is a smooth closed curve inscribed in the space.
@@ -34,7 +36,7 @@ TRAJECTORY_KINDS = ("handheld", "driving", "drone", "rotation", "standstill", "l
 
 _DERIVATIVE_STEP_S = 1e-3
 _CURVE_SAMPLES = 4096
-_LOOP_MAX_SHRINK = 0.5  # a loop is shrunk at most to this fraction of its space to keep the speed
+_MIN_TURNING_LAP_S = 6.0  # shorter loops keep a fixed heading instead of turning 360 degrees
 
 
 class TrajectoryError(ValueError):
@@ -141,8 +143,9 @@ def _look_angles(
 class SmoothSignals:
     """Smooth zero-mean random signals in [-1, 1] on fixed sample times.
 
-    With a ``loop_period`` every frequency is a whole multiple of 1 / loop_period, so the signal
-    returns exactly to its start value after one period.
+    With a ``loop_period`` every frequency is rounded to a whole multiple of 1 / loop_period, so
+    the signal returns exactly to its start value after one period; terms slower than one cycle
+    per period are dropped.
     """
 
     def __init__(self, rng: np.random.Generator, times: NDArray[np.float64], loop_period: float | None):
@@ -153,7 +156,7 @@ class SmoothSignals:
     def _frequency(self, period_s: float) -> float:
         if self.loop_period is None:
             return 1.0 / period_s
-        return max(1, round(self.loop_period / period_s)) / self.loop_period
+        return round(self.loop_period / period_s) / self.loop_period
 
     def smooth(self, period_range: tuple[float, float], terms: int = 3) -> NDArray[np.float64]:
         """Sum of ``terms`` sinusoids with periods drawn in ``period_range`` (s), scaled to [-1, 1]."""
@@ -162,7 +165,8 @@ class SmoothSignals:
         for amplitude in amplitudes:
             frequency = self._frequency(self.rng.uniform(*period_range))
             phase = self.rng.uniform(0.0, 2.0 * np.pi)
-            signal += amplitude * np.sin(2.0 * np.pi * frequency * self.times + phase)
+            if frequency > 0:
+                signal += amplitude * np.sin(2.0 * np.pi * frequency * self.times + phase)
         return signal / amplitudes.sum()
 
     def tremor(self, amplitude: float) -> NDArray[np.float64]:
@@ -171,24 +175,44 @@ class SmoothSignals:
 
 
 class _ClosedCurve:
-    """A smooth closed curve in the xy plane (a perturbed ellipse), parameterised by arc length."""
+    """A rounded rectangle ``centre +- semi_axes`` in the xy plane, parameterised by arc length.
 
-    def __init__(self, rng: np.random.Generator, centre: NDArray[np.float64], semi_axes: NDArray[np.float64]):
-        phi = np.linspace(0.0, 2.0 * np.pi, _CURVE_SAMPLES + 1)
-        wobble = rng.uniform(-0.15, 0.15, 4)
-        phases = rng.uniform(0.0, 2.0 * np.pi, 4)
-        x = np.cos(phi) + wobble[0] * np.cos(2 * phi + phases[0]) + wobble[1] * np.cos(3 * phi + phases[1])
-        y = np.sin(phi) + wobble[2] * np.sin(2 * phi + phases[2]) + wobble[3] * np.sin(3 * phi + phases[3])
-        self.unit = np.stack([x / np.abs(x).max(), y / np.abs(y).max()], axis=-1)
-        self.centre = centre
-        self.scale(semi_axes)
+    The corner radius is ``corner`` times the smaller semi-axis (gentle turns even in a long
+    narrow space); the curve has a continuous tangent everywhere.
+    """
 
-    def scale(self, semi_axes: NDArray[np.float64]) -> None:
-        """Resize the curve to fit in ``centre +- semi_axes``."""
-        self.points = self.centre + self.unit * semi_axes
-        lengths = np.linalg.norm(np.diff(self.points, axis=0), axis=1)
-        self.arc = np.concatenate([[0.0], np.cumsum(lengths)])
+    def __init__(self, centre: NDArray[np.float64], semi_axes: NDArray[np.float64], corner: float):
+        phi = np.linspace(0.0, 2.0 * np.pi, _CURVE_SAMPLES, endpoint=False)
+        radius = corner * float(np.min(semi_axes))
+        straight = semi_axes - radius
+        c, s = np.cos(phi), np.sin(phi)
+        # Quarter circles around the corners; the straight sides appear as the single segments
+        # between the two samples around each sign change of cos / sin.
+        outline = np.stack([np.sign(c) * straight[0] + radius * c, np.sign(s) * straight[1] + radius * s], axis=-1)
+        self.points = centre + np.concatenate([outline, outline[:1]])  # closed: last = first
+        self.arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(self.points, axis=0), axis=1))])
         self.perimeter = float(self.arc[-1])
+
+    @staticmethod
+    def semi_axes_for(perimeter: float, semi_axes: NDArray[np.float64], corner: float) -> NDArray[np.float64]:
+        """The largest semi-axes within ``semi_axes`` whose curve has at most ``perimeter`` metres.
+
+        The long side shrinks first (towards a rounded square), then both sides together, so small
+        loops stay round instead of becoming thin slivers with hairpin turns.
+        """
+        # Perimeter of a rounded rectangle (a >= b, corner radius r = corner * b):
+        # 4 (a - r) + 4 (b - r) + 2 pi r = 4 a + (4 + (2 pi - 8) corner) b.
+        long_axis, short_axis = int(np.argmax(semi_axes)), int(np.argmin(semi_axes))
+        b = float(semi_axes[short_axis])
+        per_b = 4.0 + (2.0 * np.pi - 8.0) * corner
+        a = (perimeter - per_b * b) / 4.0
+        if a >= semi_axes[long_axis]:
+            return semi_axes.copy()
+        if a >= b:
+            result = semi_axes.copy()
+            result[long_axis] = a
+            return result
+        return np.full(2, perimeter / (4.0 + per_b))
 
     def at(self, arc_length: NDArray[np.float64]) -> NDArray[np.float64]:
         """Points (N, 2) at arc lengths (N,) metres, wrapping around the perimeter."""
@@ -223,18 +247,25 @@ def _planar_path(
             return np.stack([x, y], axis=-1)
 
         return sweep, None
-    curve = _ClosedCurve(rng, centre, half)
+    corner = rng.uniform(0.6, 0.95)
     direction = rng.choice([-1.0, 1.0])
-    if kind == "loop":
-        period = frames / fps
-        shrink = np.clip(1.5 * speed * period / curve.perimeter, _LOOP_MAX_SHRINK, 1.0)
-        curve.scale(half * shrink)
-        speed = curve.perimeter / period
-        start = 0.0
-    else:
-        period = None
+    if kind != "loop":
+        curve = _ClosedCurve(centre, half, corner)
         start = rng.uniform(0.0, curve.perimeter)
-    return (lambda t: curve.at(start + direction * speed * t)), period
+        return (lambda t: curve.at(start + direction * speed * t)), None
+    # One lap per sequence at no more than 1.5x walking speed: short sequences make small loops,
+    # placed at random in the space (away from the focus, when there is one).
+    period = frames / fps
+    semi = _ClosedCurve.semi_axes_for(1.5 * speed * period, half, corner)
+    room = half - semi
+    if space.focus is None:
+        centre = centre + rng.uniform(-room, room)
+    else:
+        away = rng.normal(size=2)
+        centre = centre + np.clip(away / np.linalg.norm(away) * half.max(), -room, room)
+    curve = _ClosedCurve(centre, semi, corner)
+    speed = curve.perimeter / period
+    return (lambda t: curve.at(direction * speed * t)), period
 
 
 def camera_trajectory(
@@ -273,6 +304,8 @@ def camera_trajectory(
 
     if focus is not None:
         yaw, pitch = _look_angles(positions, focus)
+    elif loop_period is not None and loop_period < _MIN_TURNING_LAP_S:
+        yaw, pitch = np.full(frames, heading[0]), np.full(frames, -0.05)  # small loop: carried, not walked
     else:
         yaw, pitch = heading, np.full(frames, -0.05)
     roll = np.zeros(frames)

@@ -30,6 +30,7 @@ HIT_EPSILON = 1e-4
 """Smallest ray parameter counted as a hit (rejects self-hits at the ray origin)."""
 VISIBILITY_TOLERANCE = 5e-4
 """Relative slack of the visibility test: an occluder must be this fraction of the way nearer."""
+_IN_VIEW_SLACK_PX = 1e-3  # rounding slack of the in-image test (a still camera keeps its border pixels)
 FACE_COUNT = 6
 """Faces per shape: 2 * axis + (1 if the face looks along +axis else 0), axis in (x, y, z)."""
 # Surface coordinates of a face normal to axis a use these two local axes (z stays "up" on walls).
@@ -119,13 +120,14 @@ def shape_pose(center: ArrayLike, yaw: float = 0.0, rotation: ArrayLike | None =
 class Lighting:
     """Illumination of one frame: a directional light, ambient level and camera exposure.
 
-    Colour = clip(gain * albedo * (ambient + (1 - ambient) * ((1 + n.l) / 2) ** 2) + offset, 0, 1)
-    with n the surface normal facing the camera and l the unit direction towards the light.
+    Colour = clip(gain * albedo * (ambient + (1 - ambient) * (1 + n.l) / 2) + offset, 0, 1)
+    with n the surface normal facing the camera and l the unit direction towards the light
+    (a "half-Lambert" term: no surface is left black).
     """
 
     direction: tuple[float, float, float] = (0.3, 0.2, 0.93)
-    ambient: float = 0.35
-    gain: float = 1.0
+    ambient: float = 0.45
+    gain: float = 1.25
     offset: float = 0.0
 
 
@@ -230,22 +232,38 @@ def signed_distance(
 # -------------------------------------------------------------------------------- ray casting
 
 
+def _matmul(vectors: NDArray[np.floating], matrix: NDArray[np.floating]) -> NDArray[np.floating]:
+    """``vectors`` (N, 3) @ ``matrix`` (3, 3) in the dtype of ``vectors``, on C-contiguous operands.
+
+    numpy's matmul falls back to a loop ~100x slower when an operand is strided (a transpose
+    or a slice of a 4x4 pose), so both operands are made contiguous first.
+    """
+    vectors = np.ascontiguousarray(vectors)
+    return vectors @ np.ascontiguousarray(matrix, dtype=vectors.dtype)
+
+
 def _intersect_box(origin: NDArray[np.float32], dirs: NDArray[np.float32], half: NDArray[np.float32]):
-    """Ray parameters (N,) of the first box hit ahead of the origin (the exit face from inside)."""
+    """Ray parameters (n,) of the first box hit ahead of the origin (the exit face from inside).
+
+    ``origin`` (3,) and ``dirs`` (3, n) are in the box frame; misses give inf.
+    """
+    near = np.full(dirs.shape[1], -np.inf, dtype=np.float32)
+    far = np.full(dirs.shape[1], np.inf, dtype=np.float32)
     with np.errstate(divide="ignore", invalid="ignore"):
-        inverse = 1.0 / dirs
-        t_low = (-half - origin) * inverse
-        t_high = (half - origin) * inverse
-    near = np.minimum(t_low, t_high).max(axis=1)
-    far = np.maximum(t_low, t_high).min(axis=1)
+        for axis in range(3):
+            inverse = 1.0 / dirs[axis]
+            t_low = (-half[axis] - origin[axis]) * inverse
+            t_high = (half[axis] - origin[axis]) * inverse
+            np.maximum(near, np.minimum(t_low, t_high), out=near)
+            np.minimum(far, np.maximum(t_low, t_high), out=far)
     hit = np.where(near > HIT_EPSILON, near, far)
     return np.where((far >= near) & (hit > HIT_EPSILON), hit, np.inf)
 
 
 def _intersect_sphere(origin: NDArray[np.float32], dirs: NDArray[np.float32], half: NDArray[np.float32]):
-    """Ray parameters (N,) of the first sphere hit ahead of the origin."""
-    a = np.einsum("ij,ij->i", dirs, dirs)
-    b = dirs @ origin
+    """Ray parameters (n,) of the first sphere hit ahead of the origin (sphere frame, (3, n) dirs)."""
+    a = dirs[0] * dirs[0] + dirs[1] * dirs[1] + dirs[2] * dirs[2]
+    b = origin[0] * dirs[0] + origin[1] * dirs[1] + origin[2] * dirs[2]
     c = float(origin @ origin) - float(half[0]) ** 2
     discriminant = b * b - a * c
     root = np.sqrt(np.maximum(discriminant, 0.0))
@@ -256,72 +274,108 @@ def _intersect_sphere(origin: NDArray[np.float32], dirs: NDArray[np.float32], ha
 
 
 def _intersect_quad(origin: NDArray[np.float32], dirs: NDArray[np.float32], half: NDArray[np.float32]):
-    """Ray parameters (N,) of the hit with the rectangle |x| <= hx, |y| <= hy of the plane z = 0."""
+    """Ray parameters (n,) of hits with the rectangle |x| <= hx, |y| <= hy of the plane z = 0."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        t = -origin[2] / dirs[:, 2]
-    inside = (np.abs(origin[0] + t * dirs[:, 0]) <= half[0]) & (np.abs(origin[1] + t * dirs[:, 1]) <= half[1])
+        t = -origin[2] / dirs[2]
+    inside = (np.abs(origin[0] + t * dirs[0]) <= half[0]) & (np.abs(origin[1] + t * dirs[1]) <= half[1])
     return np.where(inside & (t > HIT_EPSILON), t, np.inf)
 
 
 _INTERSECTORS = {ShapeKind.BOX: _intersect_box, ShapeKind.SPHERE: _intersect_sphere, ShapeKind.QUAD: _intersect_quad}
+_BOX_CORNERS = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], dtype=np.float64)
+_EMPTY_WINDOW = (np.inf, -np.inf, np.inf, -np.inf)
 
 
-def frustum_shapes(
+def screen_windows(
     world: World, frame: int, camera_pose: NDArray[np.float64], intrinsics: Intrinsics
-) -> NDArray[np.int64]:
-    """Indices of the shapes whose bounding sphere meets the camera's view frustum at ``frame``."""
-    w, h = intrinsics.width, intrinsics.height
-    corners = np.array(
-        [[(u - intrinsics.cx) / intrinsics.fx, (v - intrinsics.cy) / intrinsics.fy, 1.0]
-         for u, v in ((-0.5, -0.5), (w - 0.5, -0.5), (w - 0.5, h - 0.5), (-0.5, h - 0.5))]
-    )
-    normals = np.cross(corners, np.roll(corners, -1, axis=0))
-    normals /= np.linalg.norm(normals, axis=1, keepdims=True)
-    normals *= np.sign(normals[:, 2:3])  # point into the frustum, which contains the optical axis
+) -> NDArray[np.float64]:
+    """Conservative image-space bounds of every shape seen by a camera at ``frame``.
+
+    Returns:
+        (S, 4) float64 (u_min, u_max, v_min, v_max) in continuous pixel coordinates: every ray
+        through an image position outside a shape's window misses it. Shapes entirely behind the
+        camera get an empty window (min > max); shapes that straddle the camera plane (and hollow
+        shells around it) get the infinite window.
+
+    """
+    packed = world._packed
     poses = world.shape_poses(frame)
-    centres = (poses[:, :3, 3] - camera_pose[:3, 3]) @ camera_pose[:3, :3]
-    distances = centres @ normals.T  # (S, 4), positive inside each side plane
-    inside = np.all(distances >= -world._packed["radius"][:, None], axis=1)
-    return np.flatnonzero(inside | world._packed["hollow"])
+    corners = _BOX_CORNERS[None] * packed["half"][:, None, :].astype(np.float64)  # (S, 8, 3) local
+    world_corners = corners @ np.swapaxes(poses[:, :3, :3], 1, 2) + poses[:, None, :3, 3]
+    in_camera = (world_corners - camera_pose[:3, 3]) @ camera_pose[:3, :3]
+    z = in_camera[..., 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u = intrinsics.fx * in_camera[..., 0] / z + intrinsics.cx
+        v = intrinsics.fy * in_camera[..., 1] / z + intrinsics.cy
+    windows = np.stack([u.min(axis=1), u.max(axis=1), v.min(axis=1), v.max(axis=1)], axis=1)
+    straddles = (z.min(axis=1) <= HIT_EPSILON) | packed["hollow"]
+    windows[straddles] = (-np.inf, np.inf, -np.inf, np.inf)
+    windows[z.max(axis=1) <= HIT_EPSILON] = _EMPTY_WINDOW
+    return windows
 
 
 def cast_rays(
     world: World,
     frame: int,
-    origin: ArrayLike,
-    directions: NDArray[np.float32],
-    candidates: NDArray[np.int64] | None = None,
+    camera_pose: NDArray[np.float64],
+    intrinsics: Intrinsics,
+    pixels: NDArray[np.floating],
 ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-    """Nearest hit of rays from one ``origin`` (3,) along ``directions`` (N, 3) at ``frame``.
+    """Nearest hit of the rays from a camera centre through image positions, at ``frame``.
 
     Args:
         world: the scene.
         frame: frame index selecting the body poses.
-        origin: ray origin, world frame, metres.
-        directions: (N, 3) float32 ray directions, world frame (need not be unit length).
-        candidates: shape indices to test (e.g. from :func:`frustum_shapes`); None tests all.
+        camera_pose: (4, 4) T_world_camera of the casting camera.
+        intrinsics: its pinhole intrinsics.
+        pixels: (N, 2) continuous image positions (u, v) the rays pass through (any order; a
+            row-major grid is fastest).
 
     Returns:
-        param: (N,) float32 ray parameter of the hit (in units of the direction), inf on a miss.
+        depth: (N,) float32 z-depth (m, in this camera) of the nearest hit, inf on a miss.
         shape: (N,) int64 index of the shape hit, -1 on a miss.
 
     """
-    origin = np.asarray(origin, dtype=np.float64)
-    directions = np.asarray(directions, dtype=np.float32)
+    pixels = np.asarray(pixels, dtype=np.float64).reshape(-1, 2)
+    order = None if np.all(np.diff(pixels[:, 1]) >= 0) else np.argsort(pixels[:, 1], kind="stable")
+    if order is not None:
+        pixels = pixels[order]
+    u, v = pixels[:, 0], pixels[:, 1]
+    camera_dirs = np.stack(
+        [(u - intrinsics.cx) / intrinsics.fx, (v - intrinsics.cy) / intrinsics.fy, np.ones_like(u)]
+    ).astype(np.float32)  # (3, N): z = 1, so a hit's ray parameter is its z-depth
+    windows = screen_windows(world, frame, camera_pose, intrinsics)
     poses = world.shape_poses(frame)
     packed = world._packed
-    best = np.full(len(directions), np.inf, dtype=np.float32)
-    which = np.full(len(directions), -1, dtype=np.int64)
-    indices = range(len(world.shapes)) if candidates is None else candidates
-    for index in indices:
-        rotation = poses[index, :3, :3]
-        local_origin = (rotation.T @ (origin - poses[index, :3, 3])).astype(np.float32)
-        local_dirs = directions @ rotation.astype(np.float32)
+    u_low, u_high = (u.min(), u.max()) if len(u) else (0.0, 0.0)
+    best = np.full(len(u), np.inf, dtype=np.float32)
+    which = np.full(len(u), -1, dtype=np.int64)
+    for index in np.flatnonzero((windows[:, 0] <= windows[:, 1]) & (windows[:, 2] <= windows[:, 3])):
+        u_min, u_max, v_min, v_max = windows[index]
+        lo, hi = np.searchsorted(v, v_min, "left"), np.searchsorted(v, v_max, "right")
+        if lo == hi:
+            continue
+        rays: slice | NDArray[np.int64] = slice(lo, hi)
+        if u_min > u_low or u_max < u_high:
+            band = u[lo:hi]
+            inside = lo + np.flatnonzero((band >= u_min) & (band <= u_max))
+            if inside.size == 0:
+                continue
+            rays = inside
+        shape_rotation = poses[index, :3, :3]
+        local_origin = (shape_rotation.T @ (camera_pose[:3, 3] - poses[index, :3, 3])).astype(np.float32)
+        to_local = np.ascontiguousarray(shape_rotation.T @ camera_pose[:3, :3], dtype=np.float32)
         intersect = _INTERSECTORS[ShapeKind(int(packed["kind"][index]))]
-        param = intersect(local_origin, local_dirs, packed["half"][index])
-        nearer = param < best
-        best = np.where(nearer, param, best)
-        which[nearer] = index
+        selected = camera_dirs[:, rays] if isinstance(rays, slice) else np.take(camera_dirs, rays, axis=1)
+        depth = intersect(local_origin, to_local @ selected, packed["half"][index])
+        current = best[rays]
+        nearer = depth < current
+        best[rays] = np.where(nearer, depth, current)
+        which[rays] = np.where(nearer, index, which[rays])
+    if order is not None:
+        unsorted_best, unsorted_which = np.empty_like(best), np.empty_like(which)
+        unsorted_best[order], unsorted_which[order] = best, which
+        best, which = unsorted_best, unsorted_which
     return best, which
 
 
@@ -336,6 +390,8 @@ class RenderedView:
         rgb: (H, W, 3) uint8 image.
         depth: (H, W) float32 z-depth in metres, NaN where the ray saw sky.
         shape: (H, W) int64 index of the shape seen, -1 for sky.
+        face: (H, W) int64 face of that shape (see :data:`FACE_COUNT`), -1 for sky; texture
+            coordinates are continuous within one face of one shape.
         body: (H, W) int64 rigid body of the shape seen (0 = static world), -1 for sky.
         points: (H, W, 3) float64 world points seen, NaN for sky.
         ray_dirs: (H, W, 3) float32 world ray directions K^-1 (u, v, 1) rotated to the world.
@@ -345,6 +401,7 @@ class RenderedView:
     rgb: NDArray[np.uint8]
     depth: NDArray[np.float32]
     shape: NDArray[np.int64]
+    face: NDArray[np.int64]
     body: NDArray[np.int64]
     points: NDArray[np.float64]
     ray_dirs: NDArray[np.float32]
@@ -396,8 +453,8 @@ def render_view(
     h, w = intrinsics.height, intrinsics.width
     rotation = camera_pose[:3, :3]
     origin = camera_pose[:3, 3]
-    dirs = camera_rays(intrinsics) @ rotation.T.astype(np.float32)
-    depth, shape = cast_rays(world, frame, origin, dirs, frustum_shapes(world, frame, camera_pose, intrinsics))
+    dirs = _matmul(camera_rays(intrinsics), rotation.T)
+    depth, shape = cast_rays(world, frame, camera_pose, intrinsics, pixel_grid(h, w).reshape(-1, 2))
     hit = shape >= 0
     if not world.open_sky and not hit.all():
         raise RenderError(f"{int((~hit).sum())} rays escaped the closed scene at frame {frame}")
@@ -419,12 +476,12 @@ def render_view(
         pixels = hit_index[start:stop]
         shape_rotation = poses[index, :3, :3]
         local_origin = (shape_rotation.T @ (origin - poses[index, :3, 3])).astype(np.float32)
-        local_dirs = dirs[pixels] @ shape_rotation.astype(np.float32)
+        local_dirs = _matmul(dirs[pixels], shape_rotation)
         local = local_origin + depth[pixels, None] * local_dirs
         face, coord, normal = _surface_frame(int(packed["kind"][index]), local, packed["half"][index], local_dirs)
         faces[start:stop] = face
         coords[start:stop] = coord
-        normals[start:stop] = normal @ shape_rotation.T.astype(np.float32)
+        normals[start:stop] = _matmul(normal, shape_rotation.T)
 
     hit_dirs = dirs[hit_index]
     facing = np.einsum("ij,ij->i", normals, hit_dirs)
@@ -439,20 +496,24 @@ def render_view(
     albedo = bank.sample(packed["textures"][hit_shape, faces], uv, lod) * packed["tints"][hit_shape, faces]
     light = np.asarray(lighting.direction, dtype=np.float32)
     light /= np.linalg.norm(light)
-    shade = lighting.ambient + (1.0 - lighting.ambient) * (0.5 + 0.5 * (normals @ light)) ** 2
+    shade = lighting.ambient + (1.0 - lighting.ambient) * (0.5 + 0.5 * (normals @ light))
 
-    colour = _sky_colour(dirs)
+    colour = np.empty((h * w, 3), dtype=np.float32)
     colour[hit_index] = albedo * shade[:, None]
+    colour[~hit] = _sky_colour(dirs[~hit])
     colour = np.clip(lighting.gain * colour + lighting.offset, 0.0, 1.0)
     rgb = (colour * 255.0 + 0.5).astype(np.uint8).reshape(h, w, 3)
 
     depth = np.where(hit, depth, np.nan).astype(np.float32)
     points = origin + depth[:, None].astype(np.float64) * dirs.astype(np.float64)
     body = np.where(hit, packed["body"][np.maximum(shape, 0)], -1)
+    face_map = np.full(h * w, -1, dtype=np.int64)
+    face_map[hit_index] = faces
     return RenderedView(
         rgb=rgb,
         depth=depth.reshape(h, w),
         shape=shape.reshape(h, w),
+        face=face_map.reshape(h, w),
         body=body.reshape(h, w),
         points=points.reshape(h, w, 3),
         ray_dirs=dirs.reshape(h, w, 3),
@@ -472,11 +533,12 @@ def scene_flow(
     """Exact forward optical flow from ``view`` (rendered at ``frame``) to the camera at frame + 1.
 
     Every surface point seen at ``frame`` is moved with its body's motion to frame + 1 and
-    projected into the camera T_world_camera ``next_pose``. It is valid where the point lands
-    inside the image ([0, W-1] x [0, H-1], where bilinear sampling is defined) in front of the
-    camera, and a ray cast from the next camera towards it meets nothing nearer (it is not
-    occluded at frame + 1). Sky pixels get the flow of a point at infinity (rotation only) and
-    are never valid; points that end up behind the camera get zero flow (invalid).
+    projected into the camera T_world_camera ``next_pose``. It is valid where it lands in front of
+    that camera, inside [0, W-1] x [0, H-1] (up to 1e-3 px; where bilinear sampling is defined),
+    and is not occluded there: the first hit of the ray through its image position is not nearer
+    than the point by more than the relative :data:`VISIBILITY_TOLERANCE`. Sky pixels get the
+    flow of a point at infinity (rotation only) and are never valid; points that end up behind
+    the camera get zero flow (invalid).
 
     Returns:
         flow: (H, W, 2) float32 (du, dv) pixels.
@@ -492,13 +554,13 @@ def scene_flow(
     for index in np.unique(body[body > 0]):
         motion = world.body_poses[index, next_frame] @ invert(world.body_poses[index, frame])
         pixels = body == index
-        moved[pixels] = points[pixels] @ motion[:3, :3].T + motion[:3, 3]
+        moved[pixels] = _matmul(points[pixels], motion[:3, :3].T) + motion[:3, 3]
     # Sky: a direction, transformed by the rotation only (a point at infinity).
     sky_dirs = view.ray_dirs.reshape(-1, 3)[~hit].astype(np.float64)
     camera_rotation, camera_centre = next_pose[:3, :3], next_pose[:3, 3]
     in_camera = np.empty_like(moved)
-    in_camera[hit] = (moved[hit] - camera_centre) @ camera_rotation
-    in_camera[~hit] = sky_dirs @ camera_rotation
+    in_camera[hit] = _matmul(moved[hit] - camera_centre, camera_rotation)
+    in_camera[~hit] = _matmul(sky_dirs, camera_rotation)
 
     z = in_camera[:, 2]
     in_front = z > HIT_EPSILON
@@ -507,13 +569,11 @@ def scene_flow(
     v = intrinsics.fy * in_camera[:, 1] / safe_z + intrinsics.cy
     grid = pixel_grid(h, w).reshape(-1, 2).astype(np.float64)
     flow = np.where(in_front[:, None], np.stack([u, v], axis=-1) - grid, 0.0)
-    in_view = hit & in_front & (u >= 0) & (u <= w - 1) & (v >= 0) & (v <= h - 1)
+    slack = _IN_VIEW_SLACK_PX
+    in_view = hit & in_front & (u >= -slack) & (u <= w - 1 + slack) & (v >= -slack) & (v <= h - 1 + slack)
 
     candidates = np.flatnonzero(in_view)
-    towards = (moved[candidates] - camera_centre).astype(np.float32)
-    param, _ = cast_rays(
-        world, next_frame, camera_centre, towards, frustum_shapes(world, next_frame, next_pose, intrinsics)
-    )
+    nearest, _ = cast_rays(world, next_frame, next_pose, intrinsics, np.stack([u, v], axis=-1)[candidates])
     valid = np.zeros(h * w, dtype=bool)
-    valid[candidates] = param >= 1.0 - VISIBILITY_TOLERANCE
+    valid[candidates] = nearest >= z[candidates] * (1.0 - VISIBILITY_TOLERANCE)
     return flow.astype(np.float32).reshape(h, w, 2), valid.reshape(h, w)

@@ -10,6 +10,7 @@ latency). Models: ``geovis_ros.models.registry.MODEL_SPECS`` and any ``--model-o
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import platform
@@ -24,6 +25,7 @@ import numpy as np
 from geovis_ros.inference.engine import (
     PRECISIONS,
     SPATIAL_SYMBOLS,
+    Engine,
     EngineConfig,
     InferenceError,
     ModelSpec,
@@ -121,8 +123,8 @@ def textured_pair(height: int, width: int, shift: tuple[int, int] = (2, 3), seed
     import cv2
 
     noise = np.random.default_rng(seed).random((height, width)).astype(np.float32)
-    texture = cv2.GaussianBlur(noise, (0, 0), 2.0)
-    texture = cv2.normalize(texture, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    blurred = cv2.GaussianBlur(noise, (0, 0), 2.0)
+    texture = (255.0 * (blurred - blurred.min()) / max(float(np.ptp(blurred)), 1e-6)).astype(np.uint8)
     return texture, np.roll(texture, shift, axis=(0, 1))
 
 
@@ -136,8 +138,8 @@ def bench_dis(sizes: Sequence[tuple[int, int]], warmup: int, iterations: int) ->
     for size in sizes:
         first, second = textured_pair(*size)
         for preset in DIS_PRESETS:
-            dis = cv2.DISOpticalFlow_create(presets[preset])
-            samples = measure(lambda dis=dis, a=first, b=second: dis.calc(a, b, None), warmup, iterations)
+            dis = cv2.DISOpticalFlow_create(presets[preset])  # type: ignore[attr-defined]
+            samples = measure(functools.partial(dis.calc, first, second, None), warmup, iterations)
             results.append(_result(f"dis-{preset}", "opencv", "cpu", "fp32", size, size, "wall-clock", samples))
     return results
 
@@ -169,16 +171,18 @@ def bench_model(spec: ModelSpec, sizes: Sequence[tuple[int, int]], options: Sequ
             config = EngineConfig(backend=option.backend, device=option.device, precision=precision,
                                   allow_fallback=False, num_threads=threads)
             measured: set[tuple[int, int]] = set()
+            engine: Engine | None = None
             for size in sizes:
                 network = network_size(spec, size)
                 if network in measured:
                     continue
                 measured.add(network)
-                try:
-                    engine = create_engine(spec, *network, config)
-                except InferenceError as err:
-                    skipped.append(f"{spec.name} on {option.label} {precision} at {_fmt(network)}: {err}")
-                    continue
+                if engine is None or not any(t.is_dynamic for t in engine.input_specs):
+                    try:  # dynamic-shape engines (onnxruntime, torch) serve every size; TensorRT is per size
+                        engine = create_engine(spec, *network, config)
+                    except InferenceError as err:
+                        skipped.append(f"{spec.name} on {option.label} {precision} at {_fmt(network)}: {err}")
+                        continue
                 inputs: dict[str, Any] = spec.make_inputs(*network)
                 cuda_device = engine.device if engine.device.startswith("cuda") else None
                 if cuda_device is not None:
@@ -186,7 +190,7 @@ def bench_model(spec: ModelSpec, sizes: Sequence[tuple[int, int]], options: Sequ
 
                     inputs = {k: torch.from_numpy(v).to(cuda_device) for k, v in inputs.items()}
                 engine.warmup(1)
-                samples = measure(lambda e=engine, x=inputs: e.infer(x), warmup, iterations, cuda_device)
+                samples = measure(functools.partial(engine.infer, inputs), warmup, iterations, cuda_device)
                 results.append(_result(spec.name, option.backend, engine.device, engine.precision, size, network,
                                        "cuda-events" if cuda_device else "wall-clock", samples))
     return results, skipped

@@ -8,6 +8,7 @@ Runtime on golden inputs before it is stored; the key of every engine is printed
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 from pathlib import Path
 
@@ -102,8 +103,8 @@ def _build_all(jobs: list[tuple[tuple[str, tuple[int, int]], ModelSpec]], config
                 cache.invalidate(key, "--force")
             cached = cache.load(key) is not None
             started = time.monotonic()
-            reference_name, reference = reference_engine(spec, onnx_bytes, height, width)
-            load_or_build_engine(spec, onnx_bytes, height, width, config, toolkit, reference.infer, reference_name)
+            load_or_build_engine(spec, onnx_bytes, height, width, config, toolkit,
+                                 functools.partial(reference_engine, spec, onnx_bytes, height, width))
         except EngineValidationError as err:
             failures += 1
             print(f"    REJECTED: {err}", flush=True)

@@ -56,8 +56,8 @@ def normalize_image(image: Any, mode: str = "imagenet", out: Any = None) -> Any:
         chw = image.permute(2, 0, 1).unsqueeze(0)
         scale_t = torch.from_numpy(scale).to(image.device).view(1, 3, 1, 1)
         offset_t = torch.from_numpy(offset).to(image.device).view(1, 3, 1, 1)
-        if out is None:
-            return torch.addcmul(offset_t, chw.float(), scale_t)
+        if out is None:  # allocated contiguous NCHW (an op on the permuted view would keep HWC strides)
+            out = torch.empty(chw.shape, dtype=torch.float32, device=image.device)
         torch.mul(chw, scale_t, out=out)
         return out.add_(offset_t)
     chw = image.transpose(2, 0, 1)[None]

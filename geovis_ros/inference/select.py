@@ -7,11 +7,12 @@ option. An explicit backend is tried first; with ``allow_fallback`` the auto ord
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,27 +44,31 @@ AUTO_ORDER = (BackendOption("tensorrt", "cuda"), BackendOption("torch", "cuda"),
               BackendOption("onnxruntime", "cpu"), BackendOption("torch", "cpu"))
 
 
-def physical_cpu_cores() -> int:
-    """Physical cores this process may run on (hyper-thread siblings counted once, cgroup quota applied)."""
-    get_affinity = getattr(os, "sched_getaffinity", None)
-    cpus = sorted(get_affinity(0)) if get_affinity else list(range(os.cpu_count() or 1))
+def physical_cpu_cores(sys_root: Path = Path("/sys"), cpus: Iterable[int] | None = None) -> int:
+    """Physical cores this process may run on: hyper-thread siblings counted once, cgroup v2 quota applied.
+
+    ``cpus``: logical CPU ids (default: this process's affinity); ``sys_root``: where sysfs is mounted.
+    """
+    if cpus is None:
+        get_affinity = getattr(os, "sched_getaffinity", None)
+        cpus = sorted(get_affinity(0)) if get_affinity else range(os.cpu_count() or 1)
     cores = set()
     for cpu in cpus:
-        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        topology = sys_root / f"devices/system/cpu/cpu{cpu}/topology"
         try:
             cores.add(((topology / "physical_package_id").read_text().strip(),
                        (topology / "core_id").read_text().strip()))
         except OSError:
             cores.add(("cpu", str(cpu)))
     count = max(1, len(cores))
-    quota = _cgroup_cpu_quota()
+    quota = _cgroup_cpu_quota(sys_root)
     return min(count, quota) if quota else count
 
 
-def _cgroup_cpu_quota() -> int | None:
+def _cgroup_cpu_quota(sys_root: Path) -> int | None:
     """CPUs allowed by a cgroup v2 ``cpu.max`` quota (rounded up), None when unlimited or unknown."""
     try:
-        limit, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        limit, period = (sys_root / "fs/cgroup/cpu.max").read_text().split()[:2]
     except (OSError, ValueError):
         return None
     if limit == "max":
@@ -173,23 +178,22 @@ def _create(option: BackendOption, spec: ModelSpec, height: int, width: int, con
     from geovis_ros.inference.tensorrt_backend import TensorRTRuntime, load_or_build_engine
 
     toolkit = (toolkit_factory or TensorRTRuntime)(device)
-    reference_name, reference = reference_engine(spec, onnx_bytes, height, width)
     return load_or_build_engine(spec, onnx_bytes, height, width, config, toolkit,  # type: ignore[arg-type]
-                                reference.infer, reference_name)
+                                functools.partial(reference_engine, spec, onnx_bytes, height, width))
 
 
-def reference_engine(spec: ModelSpec, onnx_bytes: bytes, height: int, width: int) -> tuple[str, Engine]:
+def reference_engine(spec: ModelSpec, onnx_bytes: bytes, height: int, width: int) -> Engine:
     """The fp32 CPU engine a new TensorRT engine is checked against: ONNX Runtime, else torch."""
     if option_unavailable_reason(BackendOption("onnxruntime", "cpu")) is None:
         from geovis_ros.inference.onnxruntime_backend import OnnxRuntimeEngine
 
-        return "onnxruntime-cpu", OnnxRuntimeEngine(spec, onnx_bytes, height, width)
+        return OnnxRuntimeEngine(spec, onnx_bytes, height, width)
     if spec.build_module is None:
         raise BackendUnavailableError(f"no reference backend to check the TensorRT engine of {spec.name} "
                                       "(install onnxruntime)")
     from geovis_ros.inference.torch_backend import TorchEngine
 
-    return "torch-cpu", TorchEngine(spec, spec.build_module(), height, width)
+    return TorchEngine(spec, spec.build_module(), height, width)
 
 
 def create_engine(spec: ModelSpec, height: int, width: int, config: EngineConfig, *,

@@ -40,7 +40,8 @@ from geovis_ros.inference.engine import (
 LOG = logging.getLogger(__name__)
 
 GOLDEN_SEED = 0
-Reference = Callable[[Mapping[str, Any]], Mapping[str, Any]]
+ReferenceFactory = Callable[[], Engine]
+"""Creates the fp32 engine a new TensorRT engine is checked against (only called when building)."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,8 @@ class TensorRTToolkit(Protocol):
 def builder_flags(config: EngineConfig) -> tuple[str, ...]:
     """Builder settings that change the engine, as key components (precision is keyed separately)."""
     flags = [f"workspace_mib={config.workspace_mib}", "profile=static"]
+    if config.precision == "fp32":
+        flags.append("tf32=off")  # fp32 means fp32: TensorRT would otherwise use TF32 (10-bit mantissa) on Ampere+
     if config.precision == "int8":
         flags.append(f"int8_calibration_sha256={_calibration_digest(config.int8_calibration_cache)}")
     return tuple(flags)
@@ -101,14 +104,15 @@ def engine_cache_key(spec: ModelSpec, onnx_bytes: bytes, height: int, width: int
 
 
 def load_or_build_engine(spec: ModelSpec, onnx_bytes: bytes, height: int, width: int, config: EngineConfig,
-                         toolkit: TensorRTToolkit, reference: Reference, reference_name: str) -> Engine:
+                         toolkit: TensorRTToolkit, reference: ReferenceFactory) -> Engine:
     """A TensorRT engine for ``spec``: cached if the key matches, else built, checked and cached.
 
-    The build-time check runs golden inputs (``spec.make_inputs(seed=0)``) through the new engine and
-    through ``reference``; the per-output relative errors are stored with the engine. An engine whose
-    error exceeds ``spec.tolerance(precision)`` raises EngineValidationError, now and on every later
-    start (from the stored report, without rebuilding; delete the file or use ``build-engines
-    --force`` to retry). A cached engine TensorRT cannot deserialize is removed and rebuilt once.
+    The build-time check runs golden inputs (``spec.make_inputs(seed=0)``) through the new engine
+    and through the fp32 engine ``reference()`` creates (only called when building); the per-output
+    relative errors are stored with the engine. An engine whose error exceeds
+    ``spec.tolerance(precision)`` raises EngineValidationError, now and on every later start (from
+    the stored report, without rebuilding; delete the file or use ``build-engines --force`` to
+    retry). A cached engine TensorRT cannot deserialize is removed and rebuilt once.
     """
     key = engine_cache_key(spec, onnx_bytes, height, width, config, toolkit)
     cache = EngineCache(config.engine_cache_dir, config.lock_timeout_s)
@@ -121,9 +125,16 @@ def load_or_build_engine(spec: ModelSpec, onnx_bytes: bytes, height: int, width:
         return toolkit.build(request, timing_cache)
 
     def validate(engine_bytes: bytes) -> dict[str, Any]:
-        fresh["engine"] = toolkit.load(engine_bytes, spec, height, width, config.precision)
-        errors = output_errors(fresh["engine"].infer(golden), reference(golden))
-        return {"validation": {"reference": reference_name, "golden_seed": GOLDEN_SEED, "errors": errors}}
+        checker = reference()
+        expected = checker.infer(golden)
+        report: dict[str, Any] = {"reference": f"{checker.backend}-{checker.device}", "golden_seed": GOLDEN_SEED}
+        try:
+            fresh["engine"] = toolkit.load(engine_bytes, spec, height, width, config.precision)
+            report["errors"] = output_errors(fresh["engine"].infer(golden), expected)
+        except InferenceError as err:  # an engine that cannot even run is rejected (and remembered) too
+            report["errors"] = {t.name: float("inf") for t in spec.outputs}
+            report["failure"] = str(err)
+        return {"validation": report}
 
     for attempt in (1, 2):
         entry = cache.get_or_build(key, build, validate)
@@ -148,7 +159,8 @@ def _raise_if_rejected(spec: ModelSpec, key: EngineCacheKey, metadata: Mapping[s
         raise EngineValidationError(f"engine {path} has no build-time validation report; delete it to rebuild")
     failed = {name: err for name, err in report["errors"].items() if not float(err) <= tolerance}
     if failed:
-        detail = ", ".join(f"{name!r} relative error {err:.3g}" for name, err in failed.items())
+        detail = (f"it failed to run ({report['failure']})" if report.get("failure") else
+                  ", ".join(f"{name!r} relative error {err:.3g}" for name, err in failed.items()))
         when = f"(recorded when it was built; {path})" if cached else f"({path})"
         raise EngineValidationError(
             f"TensorRT {key.tensorrt_version} {key.precision} engine of {spec.name} on {key.gpu_name} disagrees "
@@ -189,11 +201,15 @@ class TensorRTRuntime:
                 raise InferenceError(f"TensorRT could not parse the ONNX model: {errors}")
             config = builder.create_builder_config()
             config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, request.workspace_mib << 20)
+            if request.precision == "fp32":
+                config.clear_flag(trt.BuilderFlag.TF32)
             if request.precision in ("fp16", "int8"):
                 config.set_flag(trt.BuilderFlag.FP16)  # int8: layers without int8 kernels fall back to fp16
+            calibrator = None  # kept referenced here until the build is done
             if request.precision == "int8":
                 config.set_flag(trt.BuilderFlag.INT8)
-                config.int8_calibrator = _cache_only_calibrator(trt, request.int8_calibration_cache)
+                calibrator = _cache_only_calibrator(trt, request.int8_calibration_cache)
+                config.int8_calibrator = calibrator
             profile = builder.create_optimization_profile()
             for index in range(network.num_inputs):
                 name = network.get_input(index).name
@@ -227,11 +243,11 @@ class TensorRTRuntime:
 
 def _python_logger(trt: Any) -> Any:
     """A ``trt.ILogger`` that forwards TensorRT messages to Python logging."""
-    levels = {trt.ILogger.INTERNAL_ERROR: logging.ERROR, trt.ILogger.ERROR: logging.ERROR,
-              trt.ILogger.WARNING: logging.WARNING, trt.ILogger.INFO: logging.DEBUG,
-              trt.ILogger.VERBOSE: logging.DEBUG}
+    kinds = trt.ILogger.Severity
+    levels = {kinds.INTERNAL_ERROR: logging.ERROR, kinds.ERROR: logging.ERROR, kinds.WARNING: logging.WARNING,
+              kinds.INFO: logging.DEBUG, kinds.VERBOSE: logging.DEBUG}
 
-    class PythonLogger(trt.ILogger):  # type: ignore[misc,name-defined]
+    class PythonLogger(trt.ILogger):
         def __init__(self) -> None:
             trt.ILogger.__init__(self)
 
@@ -245,7 +261,7 @@ def _cache_only_calibrator(trt: Any, cache_path: Path | None) -> Any:
     """An INT8 entropy calibrator that only replays an existing calibration cache (no data batches)."""
     calibration = Path(cache_path).read_bytes() if cache_path is not None else None
 
-    class CacheCalibrator(trt.IInt8EntropyCalibrator2):  # type: ignore[misc,name-defined]
+    class CacheCalibrator(trt.IInt8EntropyCalibrator2):
         def __init__(self) -> None:
             trt.IInt8EntropyCalibrator2.__init__(self)
 

@@ -8,6 +8,7 @@ Slice, Concat, and — in the flow network only — GridSample.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,7 +25,7 @@ class ModelInputError(ValueError):
     """An input array or tensor has the wrong shape, dtype or size for a network."""
 
 
-def normalize_image(rgb: NDArray[np.uint8]) -> NDArray[np.float32]:
+def normalize_image(rgb: NDArray[Any]) -> NDArray[np.float32]:
     """Network input (1, 3, H, W) float32 from an (H, W, 3) uint8 RGB image.
 
     Applies ``(rgb / 255 - IMAGE_MEAN) / IMAGE_STD`` per channel.

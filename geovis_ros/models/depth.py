@@ -67,11 +67,12 @@ class DepthNet(nn.Module):
         self.dec2 = ConvAct(c3 + c2 + 2, c2, norm=False)
         self.dec1 = ConvAct(c2 + c1 + 2, c1, norm=False)
         self.dec0 = ConvAct(c1 + 3 + 2, 16, norm=False)
-        self.heads = nn.ModuleList([nn.Conv2d(c, 2, 3, padding=1) for c in (c3, c2, c1, 16)])
-        for head in self.heads:
-            nn.init.normal_(head.weight, std=1e-3)
-            nn.init.constant_(head.bias, 0.0)
-            head.bias.data[0] = math.log(3.0)  # start near 3 m
+        heads = [nn.Conv2d(c, 2, 3, padding=1) for c in (c3, c2, c1, 16)]
+        with torch.no_grad():
+            for head in heads:
+                nn.init.normal_(head.weight, std=1e-3)
+                head.bias.copy_(torch.tensor([math.log(3.0), 0.0]))  # type: ignore[union-attr]  # start near 3 m
+        self.heads = nn.ModuleList(heads)
 
     def forward_multiscale(self, image: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """[(log_depth, log_var)] at 1/8, 1/4, 1/2, 1/1 resolution, each (B, 1, h, w) float32."""
@@ -147,13 +148,14 @@ def run_depth(
     if net_w % DEPTH_MULTIPLE or net_h % DEPTH_MULTIPLE:
         raise ModelInputError(f"network size {net_w}x{net_h} must be multiples of {DEPTH_MULTIPLE}")
     resized = rgb if (net_w, net_h) == (w, h) else cv2.resize(rgb, (net_w, net_h), interpolation=cv2.INTER_AREA)
-    outputs = infer({"image": normalize_image(resized)})
-    depth = np.asarray(scale_depth_to_camera(outputs["depth"][0, 0], intrinsics.resized(net_w, net_h).fx))
-    log_var = np.asarray(outputs["log_var"][0, 0], dtype=np.float32)
-    if (net_w, net_h) != (w, h):
-        depth = cv2.resize(depth, (w, h), interpolation=cv2.INTER_LINEAR)
-        log_var = cv2.resize(log_var, (w, h), interpolation=cv2.INTER_LINEAR)
-    return depth.astype(np.float32), log_var.astype(np.float32)
+    outputs = infer({"image": normalize_image(np.asarray(resized, dtype=np.uint8))})
+    net_depth = np.asarray(scale_depth_to_camera(outputs["depth"][0, 0], intrinsics.resized(net_w, net_h).fx))
+    net_log_var = np.asarray(outputs["log_var"][0, 0], dtype=np.float32)
+    if (net_w, net_h) == (w, h):
+        return net_depth.astype(np.float32), net_log_var
+    depth = cv2.resize(net_depth, (w, h), interpolation=cv2.INTER_LINEAR)
+    log_var = cv2.resize(net_log_var, (w, h), interpolation=cv2.INTER_LINEAR)
+    return np.asarray(depth, dtype=np.float32), np.asarray(log_var, dtype=np.float32)
 
 
 def predict_depth(

@@ -26,8 +26,8 @@ from geovis_ros.models.blocks import (
     ModelInputError,
     backward_warp,
     check_spatial_multiple,
-    exporting,
     downsample_flow,
+    exporting,
     local_correlation,
     module_infer,
     normalize_image,
@@ -48,8 +48,8 @@ class _LevelEstimator(nn.Module):
             ConvAct(32, 32, dilation=2, norm=False),
         )
         self.out = nn.Conv2d(32, 2, 3, padding=1)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
+        for param in self.out.parameters():
+            nn.init.zeros_(param)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in_ch, h, w) -> residual flow (B, 2, h, w) in pixels of this level."""
@@ -122,7 +122,7 @@ def dis_flow(rgb1: NDArray[np.uint8], rgb2: NDArray[np.uint8], preset: str = "me
         raise ModelInputError(f"unknown DIS preset {preset!r}; choose one of {sorted(DIS_PRESETS)}")
     if rgb1.shape != rgb2.shape or rgb1.ndim != 3 or rgb1.shape[2] != 3:
         raise ModelInputError(f"expected two (H, W, 3) images of equal size, got {rgb1.shape} and {rgb2.shape}")
-    dis = cv2.DISOpticalFlow_create(DIS_PRESETS[preset])
+    dis = cv2.DISOpticalFlow_create(DIS_PRESETS[preset])  # type: ignore[attr-defined]
     gray1 = cv2.cvtColor(rgb1, cv2.COLOR_RGB2GRAY)
     gray2 = cv2.cvtColor(rgb2, cv2.COLOR_RGB2GRAY)
     return dis.calc(gray1, gray2, None).astype(np.float32)

@@ -43,8 +43,8 @@ class PoseNet(nn.Module):
             in_ch = width
         self.body = nn.Sequential(*layers)
         self.head = nn.Conv2d(in_ch, 6, 1)
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
+        for param in self.head.parameters():
+            nn.init.zeros_(param)
         self.register_buffer("twist_scale", torch.tensor(TWIST_SCALE).view(1, 6), persistent=False)
 
     def forward(self, image1: torch.Tensor, image2: torch.Tensor) -> torch.Tensor:
@@ -81,7 +81,9 @@ def twist_to_matrix(xi: torch.Tensor) -> torch.Tensor:
     small = theta_sq < 1e-8
     a = torch.where(small, 1.0 - theta_sq / 6.0, torch.sin(theta) / theta)
     b = torch.where(small, 0.5 - theta_sq / 24.0, (1.0 - torch.cos(theta)) / theta_sq.clamp_min(1e-12))
-    c = torch.where(small, 1.0 / 6.0 - theta_sq / 120.0, (theta - torch.sin(theta)) / (theta_sq * theta).clamp_min(1e-12))
+    c = torch.where(
+        small, 1.0 / 6.0 - theta_sq / 120.0, (theta - torch.sin(theta)) / (theta_sq * theta).clamp_min(1e-12)
+    )
     k = _skew_batch(w)
     eye = torch.eye(3, dtype=xi.dtype, device=xi.device).expand_as(k)
     rotation = eye + a * k + b * (k @ k)

@@ -104,7 +104,8 @@ def _predict_flow(args: argparse.Namespace) -> None:
     flow = run_flow(_engine_infer("flow", net_w, net_h, args.backend, args.device), rgb1, rgb2)
     write_flo(args.out, flow)
     magnitude = np.linalg.norm(flow, axis=-1)
-    print(f"flow {w}x{h} -> {args.out}: mean |flow| {float(magnitude.mean()):.2f} px, max {float(magnitude.max()):.2f} px")
+    print(f"flow {w}x{h} -> {args.out}: mean |flow| {float(magnitude.mean()):.2f} px, "
+          f"max {float(magnitude.max()):.2f} px")
 
 
 def run(args: argparse.Namespace) -> int:

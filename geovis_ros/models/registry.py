@@ -84,8 +84,9 @@ class DepthModelContract:
         out = np.asarray(output, dtype=np.float32)
         with np.errstate(divide="ignore", invalid="ignore"):
             if self.output_kind == "metric_depth":
-                return out * np.float32(fx / self.canonical_fx) if self.canonical_fx else out
-            numerator = fx * self.baseline_m if self.output_kind == "disparity" else 1.0
+                canonical = self.canonical_fx
+                return out * np.float32(fx / canonical) if canonical else out
+            numerator = fx * (self.baseline_m or 0.0) if self.output_kind == "disparity" else 1.0
             return np.where(out > 0, np.float32(numerator) / out, np.nan).astype(np.float32)
 
 

@@ -74,8 +74,8 @@ class TrackingConfig:
     affine_brightness: bool = True
     brightness_prior_weight: float = 0.05
     min_points: int = 40
-    min_inlier_ratio: float = 0.45
-    max_residual: float = 25.0
+    min_inlier_ratio: float = 0.7
+    max_residual: float = 15.0
     max_translation_depth_ratio: float = 1.0
     max_rotation_deg: float = 60.0
     min_image_gradient_fraction: float = 0.005

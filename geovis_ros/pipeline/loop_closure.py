@@ -22,7 +22,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from geovis_ros.geometry.camera import Intrinsics
-from geovis_ros.geometry.se3 import invert, make_pose, rotation_angle
+from geovis_ros.geometry.se3 import invert, make_pose, rotation_angle, se3_exp, se3_log
 from geovis_ros.pipeline.frame import PointCloud
 from geovis_ros.pipeline.mapping import CloudConfig, KeyframeMap, KeyframeMapConfig, depth_to_cloud
 from geovis_ros.pipeline.pose_graph import (
@@ -31,6 +31,8 @@ from geovis_ros.pipeline.pose_graph import (
     PoseGraphConfig,
     PoseGraphEdge,
     RobustKernel,
+    adjoint_batch,
+    nearest_rigid,
 )
 
 
@@ -45,15 +47,24 @@ class LoopClosureConfig:
     Attributes:
         thumbnail_size: (width, height) of the global descriptor thumbnail, pixels.
         recent_keyframes_excluded: the most recent keyframes never proposed as loop candidates.
-        min_similarity: cosine similarity of thumbnails needed to verify a candidate, in (-1, 1).
+        min_similarity: cosine similarity of thumbnails a candidate needs at least, in (-1, 1).
+        relative_similarity: a candidate also needs this fraction of the similarity between the
+            new keyframe and the previous one (the threshold adapts to how fast the view changes,
+            as the covisibility score does in ORB-SLAM).
         max_candidates: candidates verified per keyframe (most similar first).
         orb_features: ORB keypoints per keyframe.
-        orb_patch_size: ORB patch size (and edge threshold), pixels; lower it for small images.
+        orb_patch_size: ORB patch size (and edge threshold), pixels; capped at a sixth of the
+            image's shorter side so small images keep enough keypoints.
+        orb_levels: ORB pyramid levels (scale factor 1.2); few levels localise keypoints best.
+        max_depth_step: keypoints whose neighbouring depths differ by more than this fraction
+            (occlusion boundaries) get no 3D point.
         match_ratio: Lowe ratio test threshold for descriptor matches.
         ransac_reprojection_px: PnP-RANSAC inlier threshold, pixels.
         ransac_iterations: PnP-RANSAC iterations.
         min_inliers: PnP inliers needed to accept a loop.
         min_inlier_ratio: inliers / ratio-test matches needed to accept a loop.
+        max_mutual_disagreement: (fraction of the median inlier depth, degrees) by which the
+            relative poses from PnP in the two directions may differ.
         pixel_sigma: keypoint noise, pixels (scales the information matrix).
         covariance_floor: (metres, radians) standard deviations added to the PnP covariance so
             a loop edge never claims more precision than keyframe depth supports.
@@ -64,15 +75,19 @@ class LoopClosureConfig:
 
     thumbnail_size: tuple[int, int] = (32, 24)
     recent_keyframes_excluded: int = 15
-    min_similarity: float = 0.7
+    min_similarity: float = 0.2
+    relative_similarity: float = 0.8
     max_candidates: int = 3
     orb_features: int = 500
     orb_patch_size: int = 31
+    orb_levels: int = 2
+    max_depth_step: float = 0.05
     match_ratio: float = 0.8
     ransac_reprojection_px: float = 3.0
     ransac_iterations: int = 200
     min_inliers: int = 25
     min_inlier_ratio: float = 0.3
+    max_mutual_disagreement: tuple[float, float] = (0.03, 2.0)
     pixel_sigma: float = 1.0
     covariance_floor: tuple[float, float] = (0.01, 0.005)
     max_database_size: int = 1000
@@ -82,14 +97,18 @@ class LoopClosureConfig:
             "thumbnail_size": min(self.thumbnail_size) >= 4,
             "recent_keyframes_excluded": self.recent_keyframes_excluded >= 1,
             "min_similarity": -1.0 < self.min_similarity < 1.0,
+            "relative_similarity": self.relative_similarity >= 0.0,
             "max_candidates": self.max_candidates >= 1,
             "orb_features": self.orb_features >= 8,
             "orb_patch_size": self.orb_patch_size >= 5,
+            "orb_levels": self.orb_levels >= 1,
+            "max_depth_step": self.max_depth_step > 0,
             "match_ratio": 0.0 < self.match_ratio <= 1.0,
             "ransac_reprojection_px": self.ransac_reprojection_px > 0,
             "ransac_iterations": self.ransac_iterations >= 1,
             "min_inliers": self.min_inliers >= 6,
             "min_inlier_ratio": 0.0 <= self.min_inlier_ratio <= 1.0,
+            "max_mutual_disagreement": min(self.max_mutual_disagreement) > 0,
             "pixel_sigma": self.pixel_sigma > 0,
             "covariance_floor": min(self.covariance_floor) > 0,
             "max_database_size": self.max_database_size > self.recent_keyframes_excluded,
@@ -171,17 +190,38 @@ def pnp_information(
     return np.einsum("nki,nkj->ij", jacobian, jacobian) / pixel_sigma**2
 
 
+def sample_smooth_depth(
+    depth: NDArray[np.floating], uv: NDArray[np.floating], max_relative_step: float
+) -> NDArray[np.float32]:
+    """Bilinear depth (N,) float32 metres at sub-pixel points uv (N, 2), NaN near depth edges.
+
+    A point gets NaN when any of its four neighbouring depths is invalid (NaN, <= 0, outside the
+    image) or when they differ by more than ``max_relative_step`` relative to the nearest: such
+    points sit on an occlusion boundary where neither side's depth is reliable.
+    """
+    h, w = depth.shape
+    uv = np.asarray(uv, dtype=np.float64).reshape(-1, 2)
+    u0, v0 = np.floor(uv[:, 0]).astype(np.intp), np.floor(uv[:, 1]).astype(np.intp)
+    inside = (u0 >= 0) & (v0 >= 0) & (u0 + 1 < w) & (v0 + 1 < h)
+    u0, v0 = np.where(inside, u0, 0), np.where(inside, v0, 0)
+    corners = np.stack([depth[v0, u0], depth[v0, u0 + 1], depth[v0 + 1, u0], depth[v0 + 1, u0 + 1]], axis=1)
+    fu, fv = uv[:, 0] - u0, uv[:, 1] - v0
+    weights = np.stack([(1 - fu) * (1 - fv), fu * (1 - fv), (1 - fu) * fv, fu * fv], axis=1)
+    with np.errstate(invalid="ignore"):
+        nearest, farthest = corners.min(axis=1), corners.max(axis=1)
+        valid = inside & np.all(np.isfinite(corners), axis=1) & (nearest > 0)
+        valid &= farthest <= (1.0 + max_relative_step) * nearest
+    z = np.sum(weights * np.where(np.isfinite(corners), corners, 0.0), axis=1)
+    return np.where(valid, z, np.nan).astype(np.float32)
+
+
 class LoopDetector:
     """Keyframe database for place recognition with geometric verification (bounded size)."""
 
     def __init__(self, config: LoopClosureConfig = LoopClosureConfig()) -> None:
         """An empty database."""
         self.config = config
-        patch = config.orb_patch_size
-        self._orb = cv2.ORB_create(
-            nfeatures=config.orb_features, scaleFactor=1.2, nlevels=4, edgeThreshold=patch, patchSize=patch,
-            fastThreshold=10,
-        )
+        self._orb: tuple[int, cv2.ORB] | None = None  # (patch size, detector), made for the image size
         self._entries: list[_Entry] = []
         self._thumbnails = np.zeros((0, config.thumbnail_size[0] * config.thumbnail_size[1]), dtype=np.float32)
         self._serial = 0
@@ -226,35 +266,45 @@ class LoopDetector:
             self._drop_redundant()
         return loops
 
+    def _detector(self, shorter_side: int) -> cv2.ORB:
+        """The ORB detector for images whose shorter side is ``shorter_side`` pixels."""
+        patch = max(5, min(self.config.orb_patch_size, shorter_side // 6))
+        if self._orb is None or self._orb[0] != patch:
+            orb = cv2.ORB_create(
+                nfeatures=self.config.orb_features, scaleFactor=1.2, nlevels=self.config.orb_levels,
+                edgeThreshold=patch, patchSize=patch, fastThreshold=10,
+            )
+            self._orb = (patch, orb)
+        return self._orb[1]
+
     def _describe(
         self, keyframe_id: int, rgb: NDArray[np.uint8], depth: NDArray[np.floating], intrinsics: Intrinsics
     ) -> _Entry:
         grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-        keypoints, descriptors = self._orb.detectAndCompute(grey, None)
+        keypoints, descriptors = self._detector(min(grey.shape)).detectAndCompute(grey, None)
         if descriptors is None or not keypoints:
             uv = np.zeros((0, 2), dtype=np.float32)
             descriptors = np.zeros((0, 32), dtype=np.uint8)
         else:
             uv = np.array([kp.pt for kp in keypoints], dtype=np.float32)
-        col = np.clip(np.rint(uv[:, 0]).astype(np.intp), 0, intrinsics.width - 1)
-        row = np.clip(np.rint(uv[:, 1]).astype(np.intp), 0, intrinsics.height - 1)
-        z = depth[row, col].astype(np.float32)
-        z = np.where(np.isfinite(z) & (z > 0), z, np.nan)
+        z = sample_smooth_depth(depth, uv, self.config.max_depth_step)
         points = np.stack(
             [(uv[:, 0] - intrinsics.cx) / intrinsics.fx * z, (uv[:, 1] - intrinsics.cy) / intrinsics.fy * z, z], axis=1
         ).astype(np.float32)
         return _Entry(keyframe_id, self._serial, uv, descriptors, points, intrinsics)
 
     def _query(self, entry: _Entry, thumbnail: NDArray[np.float32]) -> list[LoopClosure]:
-        eligible = np.array([e.serial <= entry.serial - self.config.recent_keyframes_excluded for e in self._entries])
+        serials = np.fromiter((e.serial for e in self._entries), dtype=np.int64, count=len(self._entries))
+        eligible = serials <= entry.serial - self.config.recent_keyframes_excluded
         if not np.any(eligible):
             return []
         similarity = self._thumbnails @ thumbnail
+        threshold = max(self.config.min_similarity, self.config.relative_similarity * float(similarity[-1]))
         similarity[~eligible] = -np.inf
         order = np.argsort(-similarity)[: self.config.max_candidates]
         loops = []
         for index in order:
-            if similarity[index] < self.config.min_similarity:
+            if similarity[index] < threshold:
                 break
             loop = self._verify(entry, self._entries[index], float(similarity[index]))
             if loop is not None:
@@ -262,7 +312,54 @@ class LoopDetector:
         return sorted(loops, key=lambda loop: -loop.inliers)
 
     def _verify(self, query: _Entry, match: _Entry, similarity: float) -> LoopClosure | None:
-        """Geometric check of a candidate: ORB ratio-test matches, then PnP-RANSAC on the match's 3D points."""
+        """Geometric check of a candidate: PnP both ways (each keyframe's pixels on the other's 3D points).
+
+        Both directions must pass the inlier thresholds and agree on the relative pose (a wrong or
+        degenerate solution rarely repeats with the roles swapped).
+        """
+        cfg = self.config
+        forward = self._solve_pnp(query, match)
+        if forward is None:
+            return None
+        pose_query_match, points_query, ratio = forward
+        backward = self._solve_pnp(match, query)
+        if backward is None:
+            return None
+        pose_match_query_forward = invert(pose_query_match)
+        pose_match_query_backward, points_match, ratio_backward = backward
+        # The loop edge's error twist lives in the query frame; the backward PnP's information is
+        # for a perturbation d' of the match camera, which is d = -Ad(T_query_match) d' there.
+        disagreement = se3_log(pose_query_match @ pose_match_query_backward)
+        scene_depth = float(np.median(points_query[:, 2]))
+        if (np.linalg.norm(disagreement[:3]) > cfg.max_mutual_disagreement[0] * scene_depth
+                or np.degrees(np.linalg.norm(disagreement[3:])) > cfg.max_mutual_disagreement[1]):
+            return None
+        information_forward = pnp_information(points_query, query.intrinsics, cfg.pixel_sigma)
+        adjoint = adjoint_batch(pose_match_query_forward[None])[0]
+        information_backward = adjoint.T @ pnp_information(points_match, match.intrinsics, cfg.pixel_sigma) @ adjoint
+        information = information_forward + information_backward
+        floor_t, floor_r = cfg.covariance_floor
+        try:
+            # Information-weighted mean of the two estimates, linearised at the forward one.
+            step = np.linalg.solve(information, information_backward @ disagreement)
+            pose_match_query = pose_match_query_forward @ se3_exp(step)
+            covariance = np.linalg.inv(information) + np.diag([floor_t**2] * 3 + [floor_r**2] * 3)
+        except np.linalg.LinAlgError:
+            return None  # degenerate geometry (e.g. all inliers on a line)
+        information = np.linalg.inv(covariance)
+        return LoopClosure(
+            query.keyframe_id, match.keyframe_id, pose_match_query, 0.5 * (information + information.T),
+            min(points_query.shape[0], points_match.shape[0]), min(ratio, ratio_backward), similarity,
+        )
+
+    def _solve_pnp(
+        self, query: _Entry, match: _Entry
+    ) -> tuple[NDArray[np.float64], NDArray[np.float32], float] | None:
+        """``T_query_match`` from ORB ratio-test matches and PnP-RANSAC on the match's 3D points.
+
+        Returns the pose, the inlier 3D points in the query frame (N, 3) and the inlier ratio, or
+        None when the inlier thresholds are not met.
+        """
         cfg = self.config
         if query.descriptors.shape[0] < cfg.min_inliers or match.descriptors.shape[0] < 2:
             return None
@@ -271,48 +368,33 @@ class LoopDetector:
         )
         good = distance[:, 0] < cfg.match_ratio * distance[:, 1]
         query_index = np.flatnonzero(good)
-        match_index = nearest[good, 0]
-        object_points = match.points[match_index]
+        object_points = match.points[nearest[good, 0]]
         has_depth = np.all(np.isfinite(object_points), axis=1)
         query_index, object_points = query_index[has_depth], object_points[has_depth]
         if query_index.size < cfg.min_inliers:
             return None
         image_points = query.keypoints[query_index]
-        k = query.intrinsics.matrix
+        k = query.intrinsics
         ok, rvec, tvec, inliers = cv2.solvePnPRansac(
-            object_points, image_points, k, None, iterationsCount=cfg.ransac_iterations,
+            object_points, image_points, k.matrix, None, iterationsCount=cfg.ransac_iterations,
             reprojectionError=cfg.ransac_reprojection_px, confidence=0.999, flags=cv2.SOLVEPNP_EPNP,
         )
         if not ok or inliers is None or inliers.shape[0] < cfg.min_inliers:
             return None
         inliers = inliers.ravel()
-        rvec, tvec = cv2.solvePnPRefineLM(object_points[inliers], image_points[inliers], k, None, rvec, tvec)
+        rvec, tvec = cv2.solvePnPRefineLM(object_points[inliers], image_points[inliers], k.matrix, None, rvec, tvec)
         pose_query_match = make_pose(cv2.Rodrigues(rvec)[0], tvec.ravel())
         # Re-count inliers at the refined pose.
-        in_query = object_points @ pose_query_match[:3, :3].T.astype(np.float32) + pose_query_match[:3, 3].astype(
-            np.float32
-        )
+        in_query = (object_points @ pose_query_match[:3, :3].T + pose_query_match[:3, 3]).astype(np.float32)
         with np.errstate(divide="ignore", invalid="ignore"):
-            projected = in_query[:, :2] / in_query[:, 2:3] * [query.intrinsics.fx, query.intrinsics.fy] + [
-                query.intrinsics.cx, query.intrinsics.cy
-            ]
-        error = np.linalg.norm(projected - image_points, axis=1)
+            projected = in_query[:, :2] / in_query[:, 2:3] * [k.fx, k.fy] + [k.cx, k.cy]
+            error = np.linalg.norm(projected - image_points, axis=1)
         inlier_mask = (in_query[:, 2] > 0) & (error < cfg.ransac_reprojection_px)
         count = int(inlier_mask.sum())
         ratio = count / float(query_index.size)
         if count < cfg.min_inliers or ratio < cfg.min_inlier_ratio:
             return None
-        information = pnp_information(in_query[inlier_mask], query.intrinsics, cfg.pixel_sigma)
-        floor_t, floor_r = cfg.covariance_floor
-        try:
-            covariance = np.linalg.inv(information) + np.diag([floor_t**2] * 3 + [floor_r**2] * 3)
-        except np.linalg.LinAlgError:
-            return None  # degenerate geometry (e.g. all inliers on a line)
-        information = np.linalg.inv(covariance)
-        information = 0.5 * (information + information.T)
-        return LoopClosure(
-            query.keyframe_id, match.keyframe_id, invert(pose_query_match), information, count, ratio, similarity
-        )
+        return pose_query_match, in_query[inlier_mask], ratio
 
     def _drop_redundant(self) -> None:
         """Drop the stored keyframe most similar to its predecessor (outside the recent window)."""
@@ -332,9 +414,13 @@ class BackendConfig:
         keyframe_cloud: which keyframe depth pixels become map points.
         loop: retrieval / verification settings; None disables loop closure.
         pose_graph: optimiser settings.
-        loop_kernel: robust kernel on loop edges.
-        odometry_sigma: (metres, radians) floor of the odometry-edge standard deviations used
-            when the caller gives no covariance.
+        loop_kernel: robust kernel on loop edges. Huber by default: its influence is bounded, so
+            a wrong loop that slipped through verification cannot drag the graph far, yet it
+            never rejects a correct loop outright. A redescending kernel (Cauchy) rejects any
+            loop whose correction the odometry covariances call implausible, which happens with
+            correct loops whenever tracking covariances are optimistic about drift.
+        odometry_sigma: (metres, radians) standard deviations added to every odometry edge
+            (a floor, so that a near-zero tracking covariance cannot make an edge rigid).
         odometry_drift: (metres per metre, radians per metre) odometry-edge standard deviation
             growth with the distance between keyframes when no covariance is given.
 
@@ -344,7 +430,7 @@ class BackendConfig:
     keyframe_cloud: CloudConfig = CloudConfig(stride=2)
     loop: LoopClosureConfig | None = LoopClosureConfig()
     pose_graph: PoseGraphConfig = PoseGraphConfig()
-    loop_kernel: RobustKernel = RobustKernel("cauchy", 3.0)
+    loop_kernel: RobustKernel = RobustKernel("huber", 3.0)
     odometry_sigma: tuple[float, float] = (0.002, 0.002)
     odometry_drift: tuple[float, float] = (0.02, 0.01)
 
@@ -390,17 +476,34 @@ class SlamBackend:
     def odometry_information(
         self, pose_previous_keyframe: NDArray[np.float64], covariance: NDArray[np.float64] | None
     ) -> NDArray[np.float64]:
-        """Information (6, 6) of an odometry edge: inverse of ``covariance`` or of the config's drift model."""
-        if covariance is not None:
-            covariance = np.asarray(covariance, dtype=np.float64)
-            if covariance.shape != (6, 6) or not np.all(np.isfinite(covariance)):
-                raise ValueError(f"relative covariance must be a finite 6x6 matrix, got {covariance.shape}")
-            return np.linalg.inv(0.5 * (covariance + covariance.T))
-        distance = float(np.linalg.norm(pose_previous_keyframe[:3, 3]))
-        angle = rotation_angle(pose_previous_keyframe[:3, :3])
-        sigma_t = self.config.odometry_sigma[0] + self.config.odometry_drift[0] * distance
-        sigma_r = self.config.odometry_sigma[1] + self.config.odometry_drift[1] * distance + 0.05 * angle
-        return np.diag([sigma_t**-2] * 3 + [sigma_r**-2] * 3)
+        """Information (6, 6) of the odometry edge ``previous -> keyframe`` for the pose graph.
+
+        Args:
+            pose_previous_keyframe: (4, 4) ``T_previous_keyframe``.
+            covariance: (6, 6) covariance of that relative pose as tracking reports it (twist
+                (v, w) of a left perturbation in the previous keyframe's frame,
+                :attr:`geovis_ros.pipeline.keyframes.Keyframe.relative_covariance`), or None for
+                the config's drift model (``odometry_sigma`` + ``odometry_drift`` x distance).
+
+        Returns:
+            The inverse covariance in the graph's convention (right perturbation, keyframe frame).
+
+        """
+        if covariance is None:
+            distance = float(np.linalg.norm(pose_previous_keyframe[:3, 3]))
+            angle = rotation_angle(pose_previous_keyframe[:3, :3])
+            sigma_t = self.config.odometry_sigma[0] + self.config.odometry_drift[0] * distance
+            sigma_r = self.config.odometry_sigma[1] + self.config.odometry_drift[1] * distance + 0.05 * angle
+            return np.diag([sigma_t**-2] * 3 + [sigma_r**-2] * 3)
+        covariance = np.asarray(covariance, dtype=np.float64)
+        if covariance.shape != (6, 6) or not np.all(np.isfinite(covariance)):
+            raise ValueError(f"relative covariance must be a finite 6x6 matrix, got shape {covariance.shape}")
+        # A left perturbation exp(d) T equals the right perturbation T exp(Ad(T^-1) d).
+        adjoint = adjoint_batch(invert(pose_previous_keyframe)[None])[0]
+        right = adjoint @ (0.5 * (covariance + covariance.T)) @ adjoint.T
+        floor = np.diag([self.config.odometry_sigma[0] ** 2] * 3 + [self.config.odometry_sigma[1] ** 2] * 3)
+        information = np.linalg.inv(right + floor)
+        return 0.5 * (information + information.T)
 
     def add_keyframe(
         self,
@@ -421,14 +524,14 @@ class SlamBackend:
             depth: (H, W) fused keyframe depth, metres, NaN where unknown.
             depth_std: (H, W) its standard deviation, metres, or None.
             intrinsics: intrinsics of the keyframe.
-            relative_covariance: (6, 6) covariance of the motion since the previous keyframe
-                (twist (v, w) in this keyframe's frame); None uses the config's drift model.
+            relative_covariance: (6, 6) covariance of the motion since the previous keyframe,
+                in the convention of :meth:`odometry_information`; None uses the drift model.
 
         """
         if keyframe_id in self._odometry_poses:
             raise ValueError(f"keyframe {keyframe_id} was already added")
-        pose = np.asarray(pose_odom_keyframe, dtype=np.float64)
-        self._odometry_poses[keyframe_id] = pose.copy()
+        pose = nearest_rigid(pose_odom_keyframe)
+        self._odometry_poses[keyframe_id] = pose
         if self._last_keyframe is None:
             self.graph.add_node(keyframe_id, pose, fixed=True)
         else:

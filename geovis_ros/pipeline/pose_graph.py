@@ -19,7 +19,7 @@ All per-edge work (residuals, Jacobians, block assembly) is vectorised over edge
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -86,10 +86,15 @@ class PoseGraphConfig:
     """Levenberg-Marquardt settings.
 
     Attributes:
-        max_iterations: maximum number of accepted + rejected steps.
+        max_iterations: maximum number of accepted + rejected steps (per annealing stage).
         initial_damping: initial Marquardt lambda (relative to the diagonal of H).
         relative_tolerance: stop when a step lowers the cost by less than this fraction.
         step_tolerance: stop when the largest increment component is below this (m or rad).
+        kernel_annealing: graduated non-convexity for robust edges: the kernels start wide enough
+            that every robust edge is in its quadratic region, then shrink by this factor per
+            stage down to their own delta. A drifted trajectory then first bends to the loop
+            closures that agree with each other instead of rejecting all of them as outliers
+            against an over-confident odometry chain. Values <= 1 switch annealing off.
 
     """
 
@@ -97,12 +102,15 @@ class PoseGraphConfig:
     initial_damping: float = 1e-4
     relative_tolerance: float = 1e-10
     step_tolerance: float = 1e-10
+    kernel_annealing: float = 4.0
 
     def __post_init__(self) -> None:
         if self.max_iterations < 1:
             raise PoseGraphError(f"max_iterations must be >= 1, got {self.max_iterations}")
         if self.initial_damping <= 0:
             raise PoseGraphError(f"initial_damping must be > 0, got {self.initial_damping}")
+        if not np.isfinite(self.kernel_annealing):
+            raise PoseGraphError(f"kernel_annealing must be finite, got {self.kernel_annealing}")
 
 
 @dataclass(frozen=True)
@@ -232,6 +240,26 @@ def adjoint_batch(poses: NDArray[np.float64]) -> NDArray[np.float64]:
     out[:, 3:, 3:] = r
     out[:, :3, 3:] = _skew_batch(poses[:, :3, 3]) @ r
     return out
+
+
+def nearest_rigid(pose: ArrayLike, tolerance: float = 1e-3) -> NDArray[np.float64]:
+    """The rigid transform (4, 4) closest to ``pose`` (rotation re-orthonormalised by SVD).
+
+    Long chains of pose products drift away from SO(3) by rounding; this repairs that. Raises
+    PoseGraphError when the rotation part is further than ``tolerance`` (max |R R^T - I|) from a
+    rotation, or the pose is not a finite 4x4 with last row 0 0 0 1.
+    """
+    pose = np.asarray(pose, dtype=np.float64)
+    if pose.shape != (4, 4) or not np.all(np.isfinite(pose)) or not np.allclose(pose[3], [0.0, 0.0, 0.0, 1.0]):
+        raise PoseGraphError(f"expected a finite 4x4 rigid transform, got shape {pose.shape}")
+    rotation = pose[:3, :3]
+    deviation = float(np.abs(rotation @ rotation.T - np.eye(3)).max())
+    if deviation > tolerance:
+        raise PoseGraphError(f"rotation is not orthonormal (max |R R^T - I| = {deviation:.2g} > {tolerance:g})")
+    u, _, vt = np.linalg.svd(rotation)
+    repaired = pose.copy()
+    repaired[:3, :3] = u @ np.diag([1.0, 1.0, np.linalg.det(u @ vt)]) @ vt
+    return repaired
 
 
 def _check_pose(pose: ArrayLike, what: str) -> NDArray[np.float64]:
@@ -426,10 +454,10 @@ class PoseGraph:
         return hessian, gradient
 
     def optimize(self) -> OptimizationReport:
-        """Levenberg-Marquardt over all non-fixed nodes; updates the poses in place.
+        """Levenberg-Marquardt over all non-fixed nodes (with kernel annealing); updates the poses in place.
 
-        The first node is held fixed when no node is fixed. Raises ImportError naming scipy when
-        it is missing.
+        The first node is held fixed when no node is fixed. Costs in the report use the edges' own
+        kernels. Raises ImportError naming scipy when it is missing.
         """
         fixed = np.array(self._fixed, dtype=bool)
         if fixed.size and not fixed.any():
@@ -437,17 +465,47 @@ class PoseGraph:
         if not self._edges or fixed.all():
             cost = self._cost(self._stack_edges(), np.stack(self._poses)) if self._edges else 0.0
             return OptimizationReport(cost, cost, 0, True)
+        free_slot = np.full(len(self._ids), -1, dtype=np.intp)
+        free_slot[~fixed] = np.arange(int((~fixed).sum()))
+        edges = self._stack_edges()
+        poses = np.stack(self._poses)
+        initial_cost = self._cost(edges, poses)
+        iterations = 0
+        converged = False
+        for scale in self._annealing_scales(edges, poses):
+            stage_edges = replace(edges, kernel_delta=edges.kernel_delta * scale)
+            poses, stage_iterations, converged = self._levenberg_marquardt(stage_edges, poses, free_slot)
+            iterations += stage_iterations
+        self._poses = list(poses)
+        return OptimizationReport(initial_cost, self._cost(edges, poses), iterations, converged)
+
+    def _annealing_scales(self, edges: _EdgeArrays, poses: NDArray[np.float64]) -> list[float]:
+        """Kernel width multipliers, widest first, ending at 1."""
+        robust = edges.kernel_kind > 0
+        factor = self.config.kernel_annealing
+        if factor <= 1.0 or not np.any(robust):
+            return [1.0]
+        residual, _ = self._residuals(edges, poses)
+        chi2 = np.einsum("ni,nij,nj->n", residual[robust], edges.information[robust], residual[robust])
+        widest = float(np.max(np.sqrt(chi2) / edges.kernel_delta[robust]))
+        scales = [1.0]
+        while scales[-1] * factor < widest:
+            scales.append(scales[-1] * factor)
+        if widest > 1.0:
+            scales.append(widest)
+        return scales[::-1]
+
+    def _levenberg_marquardt(
+        self, edges: _EdgeArrays, poses: NDArray[np.float64], free_slot: NDArray[np.intp]
+    ) -> tuple[NDArray[np.float64], int, bool]:
+        """Minimise the robust cost from ``poses``; returns (poses, iterations, converged)."""
         try:
             from scipy import sparse
             from scipy.sparse import linalg as sparse_linalg
         except ImportError as err:  # pragma: no cover - scipy ships with the environment
             raise ImportError("pose-graph optimisation needs scipy (pip install scipy)") from err
-        free = ~fixed
-        free_slot = np.full(len(self._ids), -1, dtype=np.intp)
-        free_slot[free] = np.arange(int(free.sum()))
-        edges = self._stack_edges()
-        poses = np.stack(self._poses)
-        cost = initial_cost = self._cost(edges, poses)
+        free = free_slot >= 0
+        cost = self._cost(edges, poses)
         damping = self.config.initial_damping
         converged = False
         iteration = 0
@@ -457,10 +515,11 @@ class PoseGraph:
             diagonal = hessian.diagonal()
             damped = hessian + sparse.diags(damping * (diagonal + 1e-9 * max(float(diagonal.max()), 1.0)))
             step = -sparse_linalg.spsolve(damped.tocsc(), gradient)
-            small_step = bool(np.all(np.isfinite(step))) and float(np.abs(step).max()) < self.config.step_tolerance
+            finite = bool(np.all(np.isfinite(step)))
+            small_step = finite and float(np.abs(step).max()) < self.config.step_tolerance
             candidate = poses.copy()
             candidate[free] = poses[free] @ se3_exp_batch(np.nan_to_num(step).reshape(-1, 6))
-            new_cost = self._cost(edges, candidate) if np.all(np.isfinite(step)) else np.inf
+            new_cost = self._cost(edges, candidate) if finite else np.inf
             if new_cost < cost:
                 converged = (cost - new_cost) <= self.config.relative_tolerance * cost or small_step
                 poses, cost = candidate, new_cost
@@ -470,8 +529,7 @@ class PoseGraph:
                 damping *= 10.0
                 # No descent direction left at any damping: a (local) minimum.
                 converged = damping > 1e12 or small_step
-        self._poses = list(poses)
-        return OptimizationReport(initial_cost, cost, iteration, converged)
+        return poses, iteration, converged
 
 
 def _kernel_arrays(

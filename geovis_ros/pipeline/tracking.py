@@ -32,6 +32,9 @@ from geovis_ros.pipeline.config import TrackingConfig
 
 _BORDER_PX = 2
 _BRIGHTNESS_SCALE = 255.0  # prior on the gain is expressed in grey levels at full white
+_MIN_RELATIVE_DECREASE = 1e-3  # a level stops once an accepted step lowers the cost less than this
+_MAX_REJECTED_STEPS = 3
+_REMAP_ROW = 4096  # ... or after this many consecutive steps that raised the cost
 
 
 def twist_adjoint(pose: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -47,9 +50,25 @@ def twist_adjoint(pose: NDArray[np.float64]) -> NDArray[np.float64]:
     return adjoint
 
 
+def orthonormalized(pose: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Copy of a 4x4 pose whose rotation is projected back onto SO(3) (nearest rotation, via SVD).
+
+    Long chains of pose products accumulate rounding; transposing a slightly non-orthonormal
+    rotation (as :func:`geovis_ros.geometry.se3.invert` does) then amplifies the error.
+    """
+    out = np.array(pose, dtype=np.float64)
+    u, _, vt = np.linalg.svd(out[:3, :3])
+    rotation = u @ vt
+    if np.linalg.det(rotation) < 0:
+        rotation = u @ np.diag([1.0, 1.0, -1.0]) @ vt
+    out[:3, :3] = rotation
+    out[3] = (0.0, 0.0, 0.0, 1.0)
+    return out
+
+
 def rgb_to_gray(image: NDArray[np.uint8]) -> NDArray[np.uint8]:
     """Grey image (H, W) uint8 of an (H, W, 3) uint8 RGB image (ITU-R BT.601 weights)."""
-    return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    return np.asarray(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), dtype=np.uint8)
 
 
 def pyramid_level_count(width: int, height: int, max_levels: int, min_level_size: int) -> int:
@@ -102,10 +121,11 @@ class ImagePyramid:
             previous, k = grays[-1], intrinsics_levels[-1]
             half = half_intrinsics(k)
             cropped = previous[: 2 * half.height, : 2 * half.width]
-            grays.append(cv2.resize(cropped, (half.width, half.height), interpolation=cv2.INTER_AREA))
+            grays.append(np.asarray(cv2.resize(cropped, (half.width, half.height), interpolation=cv2.INTER_AREA),
+                                    dtype=np.float32))
             intrinsics_levels.append(half)
-        grad_x = tuple(cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3, scale=0.125) for g in grays)
-        grad_y = tuple(cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3, scale=0.125) for g in grays)
+        grad_x = tuple(np.asarray(cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3, scale=0.125), np.float32) for g in grays)
+        grad_y = tuple(np.asarray(cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3, scale=0.125), np.float32) for g in grays)
         magnitude_sq = grad_x[0] ** 2 + grad_y[0] ** 2
         texture = float(np.count_nonzero(magnitude_sq >= max(config.min_gradient, 1e-3) ** 2)) / magnitude_sq.size
         return cls(gray_u8, tuple(grays), grad_x, grad_y, tuple(intrinsics_levels), texture)
@@ -118,27 +138,30 @@ class ImagePyramid:
 
 def sample_bilinear(
     image: NDArray[np.float32], u: NDArray[np.floating], v: NDArray[np.floating]
-) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
-    """Bilinear samples of an (H, W) image at pixel positions u, v (same shape, any float dtype).
+) -> NDArray[np.float32]:
+    """Bilinear samples of an (H, W) float32 image at pixel positions u, v (same shape, any float dtype).
 
-    Returns ``(values, inside)``: values float32 (finite garbage where ``inside`` is False), and
-    ``inside`` True where (u, v) lies in [0, W-1] x [0, H-1]. NaN positions are outside.
+    Returns float32 samples shaped like ``u``: NaN where (u, v) is NaN or not inside
+    [0, W-1) x [0, H-1) (both interpolation neighbours must exist), or where it touches a NaN
+    pixel of ``image`` (so NaN-marked invalid maps stay invalid).
     """
-    h, w = image.shape
-    inside = (u >= 0) & (v >= 0) & (u <= w - 1) & (v <= h - 1)
-    u_safe = np.where(inside, u, 0.0)
-    v_safe = np.where(inside, v, 0.0)
-    u0 = np.minimum(u_safe.astype(np.int64), w - 2) if w > 1 else np.zeros_like(u_safe, dtype=np.int64)
-    v0 = np.minimum(v_safe.astype(np.int64), h - 2) if h > 1 else np.zeros_like(v_safe, dtype=np.int64)
-    fu = (u_safe - u0).astype(np.float32)
-    fv = (v_safe - v0).astype(np.float32)
-    flat = image.reshape(-1)
-    index = v0 * w + u0
-    dx = 1 if w > 1 else 0
-    dy = w if h > 1 else 0
-    top = flat[index] + fu * (flat[index + dx] - flat[index])
-    bottom = flat[index + dy] + fu * (flat[index + dy + dx] - flat[index + dy])
-    return (top + fv * (bottom - top)).astype(np.float32), inside
+    image = np.ascontiguousarray(image, dtype=np.float32)
+    shape = np.shape(u)
+    count = int(np.prod(shape))
+    if count == 0:
+        return np.zeros(shape, np.float32)
+    # cv2.remap needs maps under 32767 per side: lay the points out in rows of _REMAP_ROW.
+    columns = min(count, _REMAP_ROW)
+    rows = -(-count // columns)
+    map_u = np.full(rows * columns, np.nan, np.float32)
+    map_v = np.full(rows * columns, np.nan, np.float32)
+    map_u[:count] = np.ravel(u)
+    map_v[:count] = np.ravel(v)
+    values = cv2.remap(
+        image, map_u.reshape(rows, columns), map_v.reshape(rows, columns), cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT, borderValue=float("nan"),
+    )
+    return np.asarray(values, dtype=np.float32).reshape(-1)[:count].reshape(shape)
 
 
 def select_pixels(
@@ -232,16 +255,17 @@ class TrackingReference:
         """
         for level, pts in enumerate(self.levels):
             k = self.intrinsics[level]
-            rho, inside = sample_bilinear(inverse_depth, pts.u_fine, pts.v_fine)
-            var, _ = sample_bilinear(inverse_depth_var, pts.u_fine, pts.v_fine)
-            valid = inside & np.isfinite(rho) & (rho > 0) & np.isfinite(var)
+            rho = sample_bilinear(inverse_depth, pts.u_fine, pts.v_fine)
+            var = sample_bilinear(inverse_depth_var, pts.u_fine, pts.v_fine)
+            with np.errstate(invalid="ignore"):
+                valid = np.isfinite(rho) & (rho > 0) & np.isfinite(var)
             rho64, var64 = rho[valid].astype(np.float64), var[valid].astype(np.float64)
             z = 1.0 / rho64
             points = np.stack([pts.x_norm[valid] * z, pts.y_norm[valid] * z, z], axis=1)
             gx, gy = pts.grad_x[valid], pts.grad_y[valid]
             # d I / d X through the projection, then left-perturbation columns [I | -[X]x].
             gu, gv = gx * k.fx * rho64, gy * k.fy * rho64
-            gz = -(gu * pts.x_norm[valid] + gv * pts.y_norm[valid]) * rho64
+            gz = -(gu * pts.x_norm[valid] + gv * pts.y_norm[valid])
             g3 = np.stack([gu, gv, gz], axis=1)
             jacobian = np.empty((points.shape[0], 8))
             jacobian[:, :3] = g3
@@ -325,9 +349,10 @@ class DirectTracker:
         Never raises on bad image content: failures come back as ``success=False``.
         """
         cfg = self.config
-        pose = np.asarray(guess, dtype=np.float64).copy()
+        pose = np.asarray(guess, dtype=np.float64)
         if not np.all(np.isfinite(pose)):
             return failed_estimate(np.eye(4), "non-finite initial guess")
+        pose = orthonormalized(pose)
         if pyramid.texture_fraction < cfg.min_image_gradient_fraction:
             return failed_estimate(pose, "textureless frame")
         if reference.point_count < cfg.min_points:
@@ -335,15 +360,20 @@ class DirectTracker:
         gain, offset = (brightness_guess if cfg.affine_brightness else (1.0, 0.0))
         iterations = 0
         levels = min(len(reference.levels), pyramid.levels)
+        # The depth-uncertainty term uses the initial guess's baseline: re-evaluating it at the
+        # estimate would reward a diverging translation with smaller normalised residuals.
+        depth_terms = [self._depth_sigma_term(reference.levels[level], pyramid.intrinsics[level], pose)
+                       for level in range(levels)]
         for level in reversed(range(levels)):
             pts = reference.levels[level]
             if pts.points.shape[0] < 8:
                 continue
             pose, gain, offset, used = self._solve_level(
-                pts, pyramid.gray[level], pyramid.intrinsics[level], pose, gain, offset
+                pts, pyramid.gray[level], pyramid.intrinsics[level], pose, gain, offset, level, depth_terms[level]
             )
             iterations += used
-        return self._assess(reference, pyramid, pose, gain, offset, iterations, median_depth)
+        return self._assess(reference, pyramid, orthonormalized(pose), gain, offset, iterations, median_depth,
+                            depth_terms[0])
 
     # ------------------------------------------------------------------------------------------
 
@@ -371,8 +401,8 @@ class DirectTracker:
         safe_z = np.where(in_front, z, 1.0)
         u = k.fx * warped[:, 0] / safe_z + k.cx
         v = k.fy * warped[:, 1] / safe_z + k.cy
-        values, inside = sample_bilinear(image, np.where(in_front, u, -1.0), v)
-        visible = inside & in_front
+        values = sample_bilinear(image, np.where(in_front, u, np.nan), v)
+        visible = np.isfinite(values)
         residual = np.where(visible, values - (gain * pts.ref_intensity + offset), 0.0)
         variance = (1.0 + gain * gain) * cfg.intensity_noise**2 + depth_term
         sigma = np.sqrt(variance)
@@ -412,14 +442,15 @@ class DirectTracker:
 
     def _solve_level(
         self, pts: _LevelPoints, image: NDArray[np.float32], k: Intrinsics, pose: NDArray[np.float64],
-        gain: float, offset: float,
+        gain: float, offset: float, level: int, depth_term: NDArray[np.float64],
     ) -> tuple[NDArray[np.float64], float, float, int]:
+        """Levenberg-Marquardt at one level; stops when the step or the cost decrease becomes negligible."""
         cfg = self.config
-        depth_term = self._depth_sigma_term(pts, k, pose)
+        step_tolerance = cfg.convergence_step * 2**level  # a coarse pixel is 2^level fine pixels
         current = self._evaluate(pts, image, k, pose, gain, offset, depth_term)
         hessian, gradient = self._normal_equations(pts, current, gain, offset)
-        damping = 1e-3
-        used = 0
+        damping = 1e-4
+        used = rejected = 0
         for _ in range(cfg.max_iterations):
             used += 1
             damped = hessian + damping * np.diag(np.diag(hessian) + 1e-9)
@@ -427,28 +458,31 @@ class DirectTracker:
                 step = -np.linalg.solve(damped, gradient)
             except np.linalg.LinAlgError:
                 break
+            small_step = float(np.linalg.norm(step[:6])) < step_tolerance
             candidate_pose = pose @ invert(se3_exp(step[:6]))
             candidate_gain, candidate_offset = gain + step[6], offset + step[7]
             candidate = self._evaluate(pts, image, k, candidate_pose, candidate_gain, candidate_offset, depth_term)
             if candidate.cost <= current.cost:
+                decrease = current.cost - candidate.cost
                 pose, gain, offset, current = candidate_pose, candidate_gain, candidate_offset, candidate
+                if small_step or decrease < _MIN_RELATIVE_DECREASE * current.cost:
+                    break
                 hessian, gradient = self._normal_equations(pts, current, gain, offset)
-                damping = max(damping * 0.3, 1e-7)
-                if np.linalg.norm(step[:6]) < cfg.convergence_step:
-                    break
+                damping = max(damping * 0.25, 1e-7)
+                rejected = 0
             else:
-                damping *= 8.0
-                if damping > 1e4:
+                rejected += 1
+                if small_step or rejected >= _MAX_REJECTED_STEPS:
                     break
+                damping *= 10.0
         return pose, float(gain), float(offset), used
 
     def _assess(
         self, reference: TrackingReference, pyramid: ImagePyramid, pose: NDArray[np.float64], gain: float,
-        offset: float, iterations: int, median_depth: float | None,
+        offset: float, iterations: int, median_depth: float | None, depth_term: NDArray[np.float64],
     ) -> TrackingEstimate:
         cfg = self.config
         pts, k = reference.levels[0], pyramid.intrinsics[0]
-        depth_term = self._depth_sigma_term(pts, k, pose)
         final = self._evaluate(pts, pyramid.gray[0], k, pose, gain, offset, depth_term)
         hessian, _ = self._normal_equations(pts, final, gain, offset)
         visible_count = int(np.count_nonzero(final.visible))

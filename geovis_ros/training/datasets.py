@@ -27,6 +27,7 @@ from geovis_ros.data.sequence import SequenceFrame
 from geovis_ros.geometry.camera import Intrinsics
 from geovis_ros.geometry.se3 import invert, se3_log
 from geovis_ros.models.blocks import normalize_image_tensor
+from geovis_ros.models.depth import MAX_DEPTH_M
 from geovis_ros.models.flow import dis_flow
 
 ALL_SCENES = ("room", "corridor", "street", "tabletop")
@@ -40,6 +41,8 @@ SCENE_TRAJECTORIES = {
     "tabletop": ("handheld", "handheld", "drone", "rotation"),
 }
 MANIFEST = "manifest.json"
+RENDER_ATTEMPTS = 10
+OPTIONAL_ARRAYS = ("depth", "poses", "flow", "flow_valid", "flow_init")
 
 
 class TrainingDataError(ValueError):
@@ -85,16 +88,18 @@ class SequenceArrays:
         if len(items) < 2:
             raise TrainingDataError(f"a training sequence needs at least 2 frames, got {len(items)}")
         rgb = np.stack([f.rgb for f in items])
-        depth = np.stack([f.depth for f in items]).astype(np.float32) if all(f.depth is not None for f in items) else None
-        poses = np.stack([f.pose for f in items]).astype(np.float64) if all(f.pose is not None for f in items) else None
+        has_depth = all(f.depth is not None for f in items)
+        has_poses = all(f.pose is not None for f in items)
+        depth = np.stack([f.depth for f in items if f.depth is not None]).astype(np.float32) if has_depth else None
+        poses = np.stack([f.pose for f in items if f.pose is not None]).astype(np.float64) if has_poses else None
         head = items[:-1]
         has_flow = all(f.flow is not None and f.flow_valid is not None for f in head)
-        flow = np.stack([f.flow for f in head]).astype(np.float32) if has_flow else None
-        flow_valid = np.stack([f.flow_valid for f in head]).astype(bool) if has_flow else None
+        flow = np.stack([f.flow for f in head if f.flow is not None]).astype(np.float32) if has_flow else None
+        flow_valid = np.stack([f.flow_valid for f in head if f.flow_valid is not None]) if has_flow else None
         flow_init = None
         if with_flow_init:
-            flow_init = np.stack([dis_flow(a.rgb, b.rgb) for a, b in zip(items[:-1], items[1:], strict=True)])
-            flow_init = flow_init.astype(np.float16)
+            pairs = zip(items[:-1], items[1:], strict=True)
+            flow_init = np.stack([dis_flow(a.rgb, b.rgb) for a, b in pairs]).astype(np.float16)
         return cls(rgb, items[0].intrinsics, depth, poses, flow, flow_valid, flow_init)
 
     def save(self, path: Path) -> None:
@@ -104,38 +109,45 @@ class SequenceArrays:
             "rgb": self.rgb,
             "intrinsics": np.array([k.fx, k.fy, k.cx, k.cy, k.width, k.height], dtype=np.float64),
         }
-        for name in ("depth", "poses", "flow", "flow_valid", "flow_init"):
+        for name in OPTIONAL_ARRAYS:
             value = getattr(self, name)
             if value is not None:
                 arrays[name] = value
-        np.savez(path, **arrays)
+        np.savez(path, **arrays)  # type: ignore[arg-type]
 
     @classmethod
-    def load(cls, path: Path) -> SequenceArrays:
-        """Read a file written by :meth:`save`."""
+    def load(cls, path: Path, fields: Sequence[str] | None = None) -> SequenceArrays:
+        """Read a file written by :meth:`save`; ``fields`` limits the optional arrays read (default all)."""
+        wanted = OPTIONAL_ARRAYS if fields is None else tuple(fields)
         with np.load(path) as data:
             fx, fy, cx, cy, w, h = data["intrinsics"].tolist()
-            optional = {n: data[n] if n in data else None for n in ("depth", "poses", "flow", "flow_valid", "flow_init")}
+            optional = {n: data[n] if n in data and n in wanted else None for n in OPTIONAL_ARRAYS}
             return cls(data["rgb"], Intrinsics(fx, fy, cx, cy, int(w), int(h)), **optional)
 
 
-def random_synth_config(rng: np.random.Generator, split: str, width: int, height: int, frames: int):  # noqa: ANN201
+def random_synth_config(  # noqa: ANN201
+    rng: np.random.Generator, split: str, width: int, height: int, frames: int, scenes: Sequence[str] | None = None
+):
     """A random :class:`geovis_ros.data.synth.SynthConfig` for ``split`` ``train`` or ``val``.
 
     ``train``: scene in :data:`TRAIN_SCENES`, seed >= :data:`TRAIN_SEED_BASE`; ``val``: any scene
-    (the held-out one included), seed < :data:`TRAIN_SEED_BASE`. Frame rate, field of view,
-    moving objects and lighting changes vary so that motions range from sub-pixel to > 20 px.
+    (the held-out one included), seed < :data:`TRAIN_SEED_BASE`. ``scenes`` narrows the scene
+    choice. Frame rate, field of view, moving objects and lighting changes vary so that motions
+    range from sub-pixel to > 20 px.
     """
     from geovis_ros.data.synth import SynthConfig
 
-    if split == "train":
-        scene = str(rng.choice(TRAIN_SCENES))
-        seed = TRAIN_SEED_BASE + int(rng.integers(0, 2**31 - TRAIN_SEED_BASE))
-    elif split == "val":
-        scene = str(rng.choice(ALL_SCENES))
-        seed = int(rng.integers(0, TRAIN_SEED_BASE))
-    else:
+    if split not in ("train", "val"):
         raise TrainingDataError(f"split must be 'train' or 'val', got {split!r}")
+    allowed = TRAIN_SCENES if split == "train" else ALL_SCENES
+    choices = tuple(scenes) if scenes else allowed
+    if not choices or any(s not in allowed for s in choices):
+        raise TrainingDataError(f"scenes {list(choices)} are not allowed in the {split} split (allowed: {allowed})")
+    scene = str(rng.choice(choices))
+    if split == "train":
+        seed = TRAIN_SEED_BASE + int(rng.integers(0, 2**31 - TRAIN_SEED_BASE))
+    else:
+        seed = int(rng.integers(0, TRAIN_SEED_BASE))
     return SynthConfig(
         scene=scene,
         trajectory=str(rng.choice(SCENE_TRAJECTORIES[scene])),
@@ -145,40 +157,57 @@ def random_synth_config(rng: np.random.Generator, split: str, width: int, height
         seed=seed,
         fps=float(rng.choice([5.0, 10.0, 15.0, 30.0])),
         hfov_deg=float(rng.uniform(50.0, 90.0)),
-        moving_objects=bool(rng.random() < 0.5),
+        moving_objects=int(rng.integers(0, 4)),
         lighting_changes=bool(rng.random() < 0.3),
     )
 
 
 def render_synth_sequence(
-    rng: np.random.Generator, split: str, width: int, height: int, frames: int, with_flow_init: bool
+    rng: np.random.Generator, split: str, width: int, height: int, frames: int, with_flow_init: bool,
+    scenes: Sequence[str] | None = None,
 ) -> SequenceArrays:
-    """Render one random synthetic sequence (see :func:`random_synth_config`) with flow ground truth."""
-    from geovis_ros.data.synth import render_sequence
+    """Render one random synthetic sequence (see :func:`random_synth_config`) with flow ground truth.
 
-    config = random_synth_config(rng, split, width, height, frames)
-    return SequenceArrays.from_frames(render_sequence(config, with_flow=True), with_flow_init=with_flow_init)
+    A configuration the renderer refuses (e.g. no room for the moving objects) is replaced by the
+    next random one, up to :data:`RENDER_ATTEMPTS` times.
+    """
+    from geovis_ros.data.synth import SynthConfigError, render_sequence
+
+    errors = []
+    for _ in range(RENDER_ATTEMPTS):
+        config = random_synth_config(rng, split, width, height, frames, scenes)
+        try:
+            frames_iter = render_sequence(config, with_flow=True)
+            return SequenceArrays.from_frames(frames_iter, with_flow_init=with_flow_init)
+        except SynthConfigError as err:
+            errors.append(str(err))
+    raise TrainingDataError(f"the renderer refused {RENDER_ATTEMPTS} random configurations: {errors}")
 
 
 def write_synth_cache(
-    out_dir: Path, split: str, sequences: int, frames: int, width: int, height: int, seed: int
+    out_dir: Path, split: str, sequences: int, frames: int, width: int, height: int, seed: int,
+    worker: tuple[int, int] = (0, 1), scenes: Sequence[str] | None = None,
 ) -> list[Path]:
     """Pre-render ``sequences`` random sequences into ``out_dir`` (``.npz`` shards + manifest); returns the shards.
 
-    Shards already present are kept, so an interrupted render resumes.
+    Shard ``i`` depends only on (seed, i). Shards already present are kept, so an interrupted render
+    resumes; ``worker = (k, n)`` renders only the shards with ``i % n == k`` so n processes can share
+    the work.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    manifest = {"split": split, "width": width, "height": height, "frames": frames, "seed": seed}
+    manifest: dict[str, object] = {"split": split, "width": width, "height": height, "frames": frames, "seed": seed}
+    if scenes:
+        manifest["scenes"] = list(scenes)
     manifest_path = out_dir / MANIFEST
     if manifest_path.is_file() and json.loads(manifest_path.read_text()) != manifest:
         raise TrainingDataError(f"{out_dir} holds a cache with other settings ({manifest_path.read_text()})")
     manifest_path.write_text(json.dumps(manifest))
     paths = []
-    for index in range(sequences):
+    for index in range(worker[0], sequences, worker[1]):
         path = out_dir / f"seq_{index:05d}.npz"
         if not path.is_file():
             rng = np.random.default_rng([seed, index])
-            arrays = render_synth_sequence(rng, split, width, height, frames, with_flow_init=True)
+            arrays = render_synth_sequence(rng, split, width, height, frames, with_flow_init=True, scenes=scenes)
             tmp = path.with_suffix(".tmp.npz")
             arrays.save(tmp)
             tmp.replace(path)
@@ -186,12 +215,46 @@ def write_synth_cache(
     return paths
 
 
-def load_cache(folder: Path) -> list[SequenceArrays]:
-    """All sequences of a cache folder written by :func:`write_synth_cache`."""
+def load_cache(folder: Path, fields: Sequence[str] | None = None) -> list[SequenceArrays]:
+    """All sequences of a cache folder written by :func:`write_synth_cache`.
+
+    ``fields`` limits the optional arrays loaded (e.g. ``("depth",)``) to save memory.
+    """
     shards = sorted(p for p in folder.glob("seq_*.npz") if not p.name.endswith(".tmp.npz"))
     if not shards:
         raise TrainingDataError(f"{folder} holds no seq_*.npz shards")
-    return [SequenceArrays.load(p) for p in shards]
+    return [SequenceArrays.load(p, fields) for p in shards]
+
+
+class CacheFolder:
+    """The sequences of a cache folder, picking up shards written after start (a render still running).
+
+    ``refresh()`` counts one draw and rescans the folder every ``rescan_every`` draws.
+    """
+
+    def __init__(self, folder: Path, fields: Sequence[str] | None = None, rescan_every: int = 100) -> None:
+        self.folder = folder
+        self.fields = fields
+        self.rescan_every = rescan_every
+        self._draws = 0
+        self._loaded: set[str] = set()
+        self.sequences: list[SequenceArrays] = []
+        if not self._rescan():
+            raise TrainingDataError(f"{folder} holds no seq_*.npz shards")
+
+    def _rescan(self) -> int:
+        shards = sorted(p for p in self.folder.glob("seq_*.npz") if not p.name.endswith(".tmp.npz"))
+        new = [p for p in shards if p.name not in self._loaded]
+        for path in new:
+            self.sequences.append(SequenceArrays.load(path, self.fields))
+            self._loaded.add(path.name)
+        return len(new)
+
+    def refresh(self) -> None:
+        """Count one draw; load new shards when it is time."""
+        self._draws += 1
+        if self._draws % self.rescan_every == 0:
+            self._rescan()
 
 
 def is_cache(folder: Path) -> bool:
@@ -206,7 +269,7 @@ def load_recording(path: Path, max_frames: int, width: int, height: int, with_fl
     def resized() -> Iterator[SequenceFrame]:
         for frame in open_sequence(path):
             k = frame.intrinsics
-            rgb = cv2.resize(frame.rgb, (width, height), interpolation=cv2.INTER_AREA)
+            rgb = np.asarray(cv2.resize(frame.rgb, (width, height), interpolation=cv2.INTER_AREA), dtype=np.uint8)
             yield SequenceFrame(frame.name, frame.stamp_ns, rgb, k.resized(width, height))
 
     return SequenceArrays.from_frames(resized(), with_flow_init=with_flow_init, max_frames=max_frames)
@@ -236,7 +299,9 @@ class SynthStream:
 
 
 def _resize_rgb(rgb: NDArray[np.uint8], size: tuple[int, int]) -> NDArray[np.uint8]:
-    return rgb if rgb.shape[1::-1] == size else cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    if rgb.shape[1::-1] == size:
+        return rgb
+    return np.asarray(cv2.resize(rgb, size, interpolation=cv2.INTER_AREA), dtype=np.uint8)
 
 
 def _to_chw(images: Sequence[NDArray[np.generic]]) -> torch.Tensor:
@@ -281,9 +346,9 @@ class Batcher:
         for _ in range(batch):
             seq, i = self._pick("depth", 0)
             rgb = _resize_rgb(seq.rgb[i], size)
-            depth = seq.depth[i] if seq.depth[i].shape[::-1] == size else cv2.resize(
-                seq.depth[i], size, interpolation=cv2.INTER_NEAREST
-            )
+            depth = np.asarray(seq.depth)[i]
+            if depth.shape[::-1] != size:
+                depth = cv2.resize(depth, size, interpolation=cv2.INTER_NEAREST)
             if self.augment:
                 rgb = _photometric_jitter(self.rng, [rgb])[0]
                 if self.rng.random() < 0.5:
@@ -292,7 +357,7 @@ class Batcher:
             depths.append(depth)
             fxs.append(seq.intrinsics.resized(*size).fx)
         depth_t = torch.from_numpy(np.ascontiguousarray(np.stack(depths)[:, None]))
-        valid = torch.isfinite(depth_t) & (depth_t > 0)
+        valid = torch.isfinite(depth_t) & (depth_t > 0) & (depth_t < MAX_DEPTH_M)
         return {
             "image": normalize_image_tensor(_to_chw(images)),
             "depth": torch.where(valid, depth_t, torch.zeros_like(depth_t)),
@@ -300,7 +365,9 @@ class Batcher:
             "fx": torch.tensor(fxs, dtype=torch.float32),
         }
 
-    def flow_batch(self, batch: int, crop: tuple[int, int], with_backward_init: bool = False) -> dict[str, torch.Tensor]:
+    def flow_batch(
+        self, batch: int, crop: tuple[int, int], with_backward_init: bool = False
+    ) -> dict[str, torch.Tensor]:
         """Random full-resolution crops of consecutive frames.
 
         Returns image1, image2 (B, 3, h, w) normalised and flow_init (B, 2, h, w) px (stored DIS flow,
@@ -345,12 +412,13 @@ class Batcher:
         return out
 
     def pose_batch(self, batch: int, size: tuple[int, int]) -> dict[str, torch.Tensor]:
-        """image1, image2 (B, 3, H, W) normalised and twist (B, 6) of T_cam2_cam1 (v m, w rad)."""
+        """Image1, image2 (B, 3, H, W) normalised and twist (B, 6) of T_cam2_cam1 (v m, w rad)."""
         im1, im2, twists = [], [], []
         for _ in range(batch):
             seq, i = self._pick("poses", 1)
             a, b = _resize_rgb(seq.rgb[i], size), _resize_rgb(seq.rgb[i + 1], size)
-            pose_21 = invert(seq.poses[i + 1]) @ seq.poses[i]
+            poses = np.asarray(seq.poses)
+            pose_21 = invert(poses[i + 1]) @ poses[i]
             if self.augment:
                 a, b = _photometric_jitter(self.rng, [a, b])
                 if self.rng.random() < 0.5:

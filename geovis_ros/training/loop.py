@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -40,6 +41,7 @@ from geovis_ros.models.registry import load_shipped
 from geovis_ros.training import losses
 from geovis_ros.training.datasets import (
     Batcher,
+    CacheFolder,
     SequenceArrays,
     SynthStream,
     TrainingDataError,
@@ -53,6 +55,8 @@ CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "log.csv"
 DEPTH_SCALE_WEIGHTS = (0.125, 0.25, 0.5, 1.0)
 FLOW_SCALE_WEIGHTS = (0.25, 0.5, 1.0)  # levels 1/8, 1/4, 1/2 (the output is the 1/2 level upsampled)
+# Optional arrays each kind of run reads from a cache (the rest stays on disk).
+TASK_FIELDS = {"depth": ("depth",), "pose": ("poses",), "flow": ("flow", "flow_valid", "flow_init"), "self": ()}
 NETWORKS: dict[str, Callable[[], nn.Module]] = {"depth": DepthNet, "flow": FlowRefineNet, "pose": PoseNet}
 
 
@@ -87,6 +91,7 @@ class TrainConfig:
         threads: torch CPU threads (0 = torch's default).
         val_data: a pre-rendered cache of held-out sequences, scored at every checkpoint (``val.csv``).
         val_stride: score every n-th frame of the validation sequences.
+
     """
 
     task: str
@@ -217,11 +222,14 @@ def flow_self_supervised_loss(
     image1, image2 = _denormalize(batch["image1"]), _denormalize(batch["image2"])
     photo = losses.flow_photometric_loss(image1, image2, flow_fw, occlusion_free)
     smooth = losses.edge_aware_smoothness(flow_fw / 20.0, image1, normalize=False)
-    return photo + smoothness * smooth, {"photometric": photo.item(), "consistent": occlusion_free.float().mean().item()}
+    consistent = occlusion_free.float().mean().item()
+    return photo + smoothness * smooth, {"photometric": photo.item(), "consistent": consistent}
 
 
-def _load_sequences(config: TrainConfig, rng: np.random.Generator) -> tuple[list[SequenceArrays], SynthStream | None]:
-    need_flow_init = config.task == "flow"
+def _load_sequences(
+    config: TrainConfig, rng: np.random.Generator
+) -> tuple[list[SequenceArrays], SynthStream | CacheFolder | None]:
+    """The training sequences and, for sources that grow, the object whose ``refresh()`` updates them."""
     if config.data == "synth":
         width, height = config.render_size
         stream = SynthStream(rng, width, height, config.synth_frames, config.synth_pool, config.refresh_every)
@@ -230,9 +238,10 @@ def _load_sequences(config: TrainConfig, rng: np.random.Generator) -> tuple[list
     if not path.exists():
         raise TrainingDataError(f"training data {path} does not exist (use 'synth' or a folder, video or bag)")
     if path.is_dir() and is_cache(path):
-        return load_cache(path), None
+        cache = CacheFolder(path, TASK_FIELDS["self" if config.self_supervised else config.task])
+        return cache.sequences, cache
     width, height = config.render_size if config.task == "flow" else config.size
-    return [load_recording(path, config.max_frames, width, height, with_flow_init=need_flow_init)], None
+    return [load_recording(path, config.max_frames, width, height, with_flow_init=config.task == "flow")], None
 
 
 def _draw_batch(config: TrainConfig, batcher: Batcher) -> dict[str, torch.Tensor]:
@@ -245,16 +254,20 @@ def _draw_batch(config: TrainConfig, batcher: Batcher) -> dict[str, torch.Tensor
     return batcher.flow_batch(config.batch, config.size, with_backward_init=config.self_supervised)
 
 
-def _step_loss(config: TrainConfig, nets: dict[str, nn.Module], batch: dict[str, torch.Tensor]):  # noqa: ANN202
+def _step_loss(
+    config: TrainConfig, nets: dict[str, nn.Module], batch: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, dict[str, float]]:
+    depth_net, flow_net, pose_net = (cast(DepthNet, nets.get("depth")), cast(FlowRefineNet, nets.get("flow")),
+                                     cast(PoseNet, nets.get("pose")))
     if config.self_supervised:
         if config.task == "flow":
-            return flow_self_supervised_loss(nets["flow"], batch)
-        return depth_pose_self_supervised_loss(nets["depth"], nets["pose"], batch)
+            return flow_self_supervised_loss(flow_net, batch)
+        return depth_pose_self_supervised_loss(depth_net, pose_net, batch)
     if config.task == "depth":
-        return depth_supervised_loss(nets["depth"], batch)
+        return depth_supervised_loss(depth_net, batch)
     if config.task == "flow":
-        return flow_supervised_loss(nets["flow"], batch)
-    return pose_supervised_loss(nets["pose"], batch)
+        return flow_supervised_loss(flow_net, batch)
+    return pose_supervised_loss(pose_net, batch)
 
 
 def learning_rate(step: int, total: int, peak: float, warmup: int = 100) -> float:

@@ -37,7 +37,9 @@ def silog_loss(pred_depth: torch.Tensor, gt_depth: torch.Tensor, mask: torch.Ten
     return torch.where(has_pixels, per_image, torch.zeros_like(per_image)).sum() / has_pixels.sum().clamp_min(1)
 
 
-def berhu_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, threshold_ratio: float = 0.2) -> torch.Tensor:
+def berhu_loss(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, threshold_ratio: float = 0.2
+) -> torch.Tensor:
     """Reverse Huber (FCRN): |x| below c, (x^2 + c^2) / (2c) above; c = ratio * max valid |x| (per batch)."""
     diff = (pred - target).abs()
     diff = torch.where(mask, diff, torch.zeros_like(diff))
@@ -52,7 +54,9 @@ def gaussian_nll(mean: torch.Tensor, target: torch.Tensor, log_var: torch.Tensor
     return masked_mean(nll, mask)
 
 
-def laplacian_nll(mean: torch.Tensor, target: torch.Tensor, log_scale: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def laplacian_nll(
+    mean: torch.Tensor, target: torch.Tensor, log_scale: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
     """Laplacian negative log-likelihood without the constant: ``log_b + |t - mu| / b``, b = exp(log_scale)."""
     nll = log_scale + (target - mean).abs() * torch.exp(-log_scale)
     return masked_mean(nll, mask)

@@ -1,0 +1,502 @@
+"""Monocular odometry stage: frame-to-keyframe tracking, CNN-SLAM keyframe fusion, metric scale.
+
+``OdometryStage(config)(frame, depth, flow=None, pose_prior=None) -> OdometryResult`` once per
+frame, in stamp order; ``reset()`` forgets everything. The depth network's output (and optionally
+the flow network's and a pose network's) are inputs, so the stage runs without any network.
+
+Per frame:
+
+1. Predict the pose: ``pose_prior`` (T_previous_current, e.g. from a pose network) when given,
+   else constant velocity.
+2. Track against the active keyframe: direct photometric alignment on its fused depth
+   (``method="direct"``) or KLT/flow + PnP-RANSAC on its depth (``method="features"``, the
+   classical baseline). A failed first attempt is retried from zero motion.
+3. Tracked: refine the keyframe depth with the frame (epipolar stereo + Bayesian fusion), update
+   the metric scale (metric networks: the odometry scale is pulled to the running mean of the
+   per-frame network scales), and start a new keyframe when the baseline, rotation or overlap
+   says so; the new keyframe's network depth is aligned (scale; plus shift for relative-depth
+   networks) to the previous keyframe's stereo depth, which also seeds it.
+4. Lost (textureless frame, too few inliers, high residual, divergence): report ``LOST`` with the
+   constant-velocity pose and an inflated covariance, and start a new keyframe from this frame's
+   network depth when the frame is usable (otherwise keep the old keyframe and retry). The first
+   frame tracked after that is ``RELOCALIZED``.
+
+Frames: poses are T_odom_camera (OpenCV optical camera frame), odom = the first keyframe's camera.
+Covariances are 6x6 over (x, y, z, rx, ry, rz) of a left perturbation in the odom frame. Velocity
+is the camera-frame twist (v, w) in m/s and rad/s. Depth units are metres for metric networks.
+
+Keyframe events (for the map / loop closure): ``add_keyframe_listener(callback)`` receives a
+:class:`KeyframeEvent` when a keyframe is created and when it is finalized (replaced: its depth is
+final); ``stage.keyframe`` is a snapshot of the active keyframe with its current fused depth.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from geovis_ros.geometry.se3 import invert, se3_exp, se3_log
+from geovis_ros.pipeline.config import OdometryConfig
+from geovis_ros.pipeline.features import FeatureTracker
+from geovis_ros.pipeline.frame import DepthResult, FlowResult, Frame, OdometryResult, TrackingState
+from geovis_ros.pipeline.keyframes import (
+    ActiveKeyframe,
+    FusionStats,
+    Keyframe,
+    align_prior_to_reference,
+    inverse_depth_prior,
+    keyframe_switch_reason,
+)
+from geovis_ros.pipeline.tracking import (
+    DirectTracker,
+    ImagePyramid,
+    TrackingEstimate,
+    failed_estimate,
+    orthonormalized,
+    sample_bilinear,
+    twist_adjoint,
+)
+
+_DEFAULT_FRAME_INTERVAL_S = 1.0 / 30.0  # used until two frames with distinct stamps were seen
+_UNKNOWN_SCALE_STD = 1.0  # log-scale std after a relative-depth run lost its scale reference
+_INITIAL_SCALE_STD = 0.1  # log-scale std of a single network depth map before any averaging
+
+
+class KeyframeEventKind(enum.Enum):
+    """What happened to a keyframe."""
+
+    CREATED = "created"
+    FINALIZED = "finalized"  # replaced by a newer keyframe: its fused depth will not change again
+
+
+@dataclass(frozen=True)
+class KeyframeEvent:
+    """A keyframe event with a snapshot of the keyframe, at the frame stamp it happened."""
+
+    kind: KeyframeEventKind
+    keyframe: Keyframe
+    stamp_ns: int
+
+
+class MetricScaleFilter:
+    """Running mean of log(odometry depth / network depth) over the last ``window`` frames.
+
+    Each :meth:`update` returns the factor by which odometry depths (and translations) must be
+    multiplied so that the odometry scale equals the mean network scale; the stored observations
+    are shifted accordingly, so that per-image scale errors of the network average out.
+    """
+
+    def __init__(self, window: int) -> None:
+        self.window = window
+        self.count = 0.0
+        self.squared_deviation = 0.0
+
+    def start(self) -> None:
+        """Count the first keyframe's network depth as one observation (it defines the scale)."""
+        self.count = max(self.count, 1.0)
+
+    def update(self, log_ratio: float) -> float:
+        """Add one observation; returns the depth factor to apply now (1.0 changes nothing).
+
+        The stored observations always have zero mean in the current (corrected) scale, so the
+        new mean is ``log_ratio / count``; that is the correction.
+        """
+        self.count = min(self.count + 1.0, float(self.window))
+        correction = log_ratio / self.count
+        self.squared_deviation += log_ratio * (log_ratio - correction)
+        if self.count >= self.window:
+            self.squared_deviation *= (self.window - 1.0) / self.window
+        return math.exp(-correction)
+
+    @property
+    def log_std(self) -> float:
+        """Standard error of the odometry log scale relative to the mean network scale."""
+        if self.count < 2:
+            return _INITIAL_SCALE_STD
+        per_frame = math.sqrt(max(self.squared_deviation / (self.count - 1.0), 0.0))
+        return max(per_frame, 0.005) / math.sqrt(self.count)
+
+
+def _scale_confidence(log_std: float, tolerance: float) -> float:
+    """Probability that a log-normal scale error of std ``log_std`` stays within ``tolerance``."""
+    return float(math.erf(math.log1p(tolerance) / (max(log_std, 1e-9) * math.sqrt(2.0))))
+
+
+class OdometryStage:
+    """Streaming monocular odometry; see the module docstring."""
+
+    def __init__(
+        self, config: OdometryConfig, on_keyframe: Callable[[KeyframeEvent], None] | None = None
+    ) -> None:
+        if not isinstance(config, OdometryConfig):
+            raise TypeError(f"OdometryStage needs an OdometryConfig, got {type(config).__name__}")
+        self.config = config
+        self._direct = DirectTracker(config.tracking)
+        self._features = FeatureTracker(config.features, config.tracking)
+        self._listeners: list[Callable[[KeyframeEvent], None]] = []
+        if on_keyframe is not None:
+            self._listeners.append(on_keyframe)
+        self.reset()
+
+    # --- public API ---------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Forget all state (keyframes, velocity, scale); the next frame starts a new odometry frame."""
+        self._rng = np.random.default_rng(self.config.seed)
+        self._active: ActiveKeyframe | None = None
+        self._next_keyframe_id = 0
+        self._pose = np.eye(4)
+        self._covariance = np.zeros((6, 6))
+        self._velocity = np.zeros(6)
+        self._stamp_ns: int | None = None
+        self._frame_interval_s = _DEFAULT_FRAME_INTERVAL_S
+        self._brightness = (1.0, 0.0)
+        self._recovering = False
+        self._metric_scale = MetricScaleFilter(self.config.scale.window_frames)
+        self._relative_affine: tuple[float, float] | None = None  # (scale, shift) of relative inverse depth
+        self._relative_log_std = 0.0
+        self._features.reset()
+        self.last_estimate: TrackingEstimate | None = None
+        self.last_fusion = FusionStats()
+
+    def add_keyframe_listener(self, callback: Callable[[KeyframeEvent], None]) -> None:
+        """Call ``callback(event)`` on every keyframe creation and finalization (in the caller's thread)."""
+        self._listeners.append(callback)
+
+    @property
+    def keyframe(self) -> Keyframe | None:
+        """Snapshot (copy) of the active keyframe with its current fused depth; None before the first."""
+        return None if self._active is None else self._active.snapshot()
+
+    def __call__(
+        self, frame: Frame, depth: DepthResult, flow: FlowResult | None = None,
+        pose_prior: NDArray[np.floating] | None = None,
+    ) -> OdometryResult:
+        """Track one frame.
+
+        Args:
+            frame: the camera image.
+            depth: the depth network's output for ``frame`` (same size); ``is_metric`` selects the
+                scale handling.
+            flow: optical flow from the previous frame to this one (used by ``method="features"``).
+            pose_prior: (4, 4) T_previous_current motion since the previous frame (e.g. a pose
+                network), replacing the constant-velocity guess; ignored when not finite.
+
+        Raises:
+            TypeError, ValueError: inputs of the wrong type or shape (bad image content never raises).
+
+        """
+        prior = self._check_inputs(frame, depth, flow, pose_prior)
+        pyramid = ImagePyramid.build(frame.image, frame.intrinsics, self.config.tracking)
+        dt = self._advance_clock(frame.stamp_ns)
+        if self._active is None:
+            return self._initialize(frame, pyramid, depth)
+        predicted = orthonormalized(self._pose @ (prior if prior is not None else se3_exp(self._velocity * dt)))
+        guess = invert(predicted) @ self._active.pose
+        estimate = self._track(pyramid, guess, flow)
+        self.last_estimate = estimate
+        if estimate.success:
+            return self._tracked(frame, pyramid, depth, estimate, dt)
+        return self._lost(frame, pyramid, depth, predicted, estimate)
+
+    # --- steps --------------------------------------------------------------------------------
+
+    def _check_inputs(
+        self, frame: Frame, depth: DepthResult, flow: FlowResult | None, pose_prior: NDArray[np.floating] | None
+    ) -> NDArray[np.float64] | None:
+        if not isinstance(frame, Frame):
+            raise TypeError(f"frame must be a Frame, got {type(frame).__name__}")
+        if not isinstance(depth, DepthResult):
+            raise TypeError(f"depth must be a DepthResult, got {type(depth).__name__}")
+        size = (frame.intrinsics.height, frame.intrinsics.width)
+        if depth.depth.shape != size or depth.std.shape != size:
+            raise ValueError(
+                f"depth is {depth.depth.shape} (std {depth.std.shape}) but the frame is {size[1]}x{size[0]}; "
+                "resize the depth to the image first"
+            )
+        if flow is not None:
+            if not isinstance(flow, FlowResult):
+                raise TypeError(f"flow must be a FlowResult or None, got {type(flow).__name__}")
+            if flow.flow.shape != (*size, 2):
+                raise ValueError(f"flow is {flow.flow.shape}, expected {(*size, 2)} for this frame")
+        if pose_prior is None:
+            return None
+        prior = np.asarray(pose_prior, dtype=np.float64)
+        if prior.shape != (4, 4):
+            raise ValueError(f"pose_prior must be a 4x4 pose, got shape {prior.shape}")
+        return prior if np.all(np.isfinite(prior)) else None
+
+    def _advance_clock(self, stamp_ns: int) -> float:
+        """Seconds since the previous frame (the last good interval when stamps do not advance)."""
+        if self._stamp_ns is not None and stamp_ns > self._stamp_ns:
+            self._frame_interval_s = (stamp_ns - self._stamp_ns) * 1e-9
+        self._stamp_ns = stamp_ns
+        return self._frame_interval_s
+
+    def _track(self, pyramid: ImagePyramid, guess: NDArray[np.float64], flow: FlowResult | None) -> TrackingEstimate:
+        active = self._active
+        assert active is not None
+        attempts = [guess]
+        previous = invert(self._pose) @ active.pose  # zero motion since the previous frame
+        if not np.allclose(previous, guess, atol=1e-9):
+            attempts.append(previous)
+        estimate = failed_estimate(guess, "not tracked")
+        for attempt in attempts:
+            if self.config.method == "direct":
+                estimate = self._direct.track(active.reference, pyramid, attempt, self._brightness,
+                                              active.median_depth())
+            else:
+                estimate = self._features.track(active, pyramid, attempt, flow)
+            if estimate.success or estimate.failure == "textureless frame":
+                break
+        return estimate
+
+    def _tracked(
+        self, frame: Frame, pyramid: ImagePyramid, depth: DepthResult, estimate: TrackingEstimate, dt: float
+    ) -> OdometryResult:
+        active = self._active
+        assert active is not None
+        pose_current_keyframe = estimate.pose_current_keyframe
+        self._brightness = estimate.brightness
+        fusing = self.config.fusion.enabled
+        if depth.is_metric:
+            log_ratio = self._scale_observation(active, pose_current_keyframe, depth)
+            if log_ratio is not None:
+                factor = self._metric_scale.update(log_ratio)
+                active.rescale(factor, refresh=not fusing)  # fuse() below rebuilds the reference
+                pose_current_keyframe = pose_current_keyframe.copy()
+                pose_current_keyframe[:3, 3] *= factor
+        if fusing:
+            self.last_fusion = active.fuse(pyramid, pose_current_keyframe, estimate.brightness)
+        pose_keyframe_current = invert(pose_current_keyframe)
+        pose = orthonormalized(active.pose @ pose_keyframe_current)
+        adjoint = twist_adjoint(active.pose)
+        covariance = adjoint @ estimate.covariance @ adjoint.T + active.covariance
+        self._velocity = se3_log(invert(self._pose) @ pose) / dt
+        self._pose, self._covariance = pose, covariance
+        state = TrackingState.RELOCALIZED if self._recovering else TrackingState.TRACKING
+        self._recovering = False
+        reason = keyframe_switch_reason(pose_current_keyframe, active.median_depth(), estimate.visible_ratio,
+                                        self.config.keyframes)
+        if reason:
+            self._switch_keyframe(frame, pyramid, depth, pose_current_keyframe, estimate.covariance)
+        return self._result(state, estimate, keyframe_id=active.id, is_metric=depth.is_metric)
+
+    def _lost(
+        self, frame: Frame, pyramid: ImagePyramid, depth: DepthResult, predicted: NDArray[np.float64],
+        estimate: TrackingEstimate,
+    ) -> OdometryResult:
+        active = self._active
+        assert active is not None
+        cfg = self.config
+        inflation = np.diag([cfg.lost_translation_std**2] * 3 + [math.radians(cfg.lost_rotation_std_deg) ** 2] * 3)
+        self._pose, self._covariance = predicted, self._covariance + inflation
+        self._recovering = True
+        if not depth.is_metric:
+            self._relative_log_std = _UNKNOWN_SCALE_STD
+        tracked_keyframe = active.id
+        prior = self._network_prior(depth)
+        if pyramid.texture_fraction >= cfg.tracking.min_image_gradient_fraction and prior is not None:
+            pose_parent = invert(active.pose) @ predicted
+            self._start_keyframe(frame, pyramid, depth, prior, predicted, self._covariance, parent=active,
+                                 pose_parent_keyframe=pose_parent, relative_covariance=inflation, after_loss=True)
+        return self._result(TrackingState.LOST, estimate, keyframe_id=tracked_keyframe, is_metric=depth.is_metric)
+
+    def _initialize(self, frame: Frame, pyramid: ImagePyramid, depth: DepthResult) -> OdometryResult:
+        prior = self._network_prior(depth)
+        estimate = failed_estimate(np.eye(4), "initializing")
+        if pyramid.texture_fraction >= self.config.tracking.min_image_gradient_fraction and prior is not None:
+            self._start_keyframe(frame, pyramid, depth, prior, self._pose, self._covariance, parent=None)
+            if depth.is_metric:
+                self._metric_scale.start()
+            assert self._active is not None
+            return self._result(TrackingState.INITIALIZING, estimate, keyframe_id=self._active.id,
+                                is_metric=depth.is_metric)
+        return self._result(TrackingState.INITIALIZING, estimate, keyframe_id=-1, is_metric=depth.is_metric)
+
+    # --- keyframes ----------------------------------------------------------------------------
+
+    def _network_prior(self, depth: DepthResult) -> tuple[NDArray[np.float32], NDArray[np.float32]] | None:
+        """Inverse depth + variance of the network depth, or None when too little of it is valid."""
+        rho, var = inverse_depth_prior(depth.depth, depth.std, self.config.fusion)
+        valid_fraction = float(np.count_nonzero(np.isfinite(rho))) / rho.size
+        if valid_fraction < self.config.keyframes.min_valid_depth_fraction:
+            return None
+        return rho, var
+
+    def _switch_keyframe(
+        self, frame: Frame, pyramid: ImagePyramid, depth: DepthResult, pose_current_keyframe: NDArray[np.float64],
+        relative_covariance: NDArray[np.float64],
+    ) -> None:
+        active = self._active
+        assert active is not None
+        prior = self._network_prior(depth)
+        if prior is None:
+            return  # this frame's depth is unusable: keep tracking the old keyframe
+        propagated = None
+        if self.config.keyframes.propagate_depth:
+            propagated = active.propagate(pose_current_keyframe, frame.intrinsics)
+            fit = align_prior_to_reference(prior[0], propagated[0], fit_shift=not depth.is_metric,
+                                           min_points=self.config.scale.min_points)
+            if fit is not None:
+                scale, shift, _ = fit
+                prior = (scale * prior[0] + shift, prior[1] * scale**2)
+                if not depth.is_metric:
+                    self._relative_affine = (scale, shift)
+                    self._relative_log_std = math.hypot(self._relative_log_std, self.config.scale.relative_fit_std)
+        self._start_keyframe(frame, pyramid, depth, prior, self._pose, self._covariance, parent=active,
+                             pose_parent_keyframe=invert(pose_current_keyframe),
+                             relative_covariance=relative_covariance, after_loss=False, scale_prior=False,
+                             evidence=propagated)
+
+    def _start_keyframe(
+        self, frame: Frame, pyramid: ImagePyramid, depth: DepthResult,
+        prior: tuple[NDArray[np.float32], NDArray[np.float32]], pose: NDArray[np.float64],
+        covariance: NDArray[np.float64], parent: ActiveKeyframe | None,
+        pose_parent_keyframe: NDArray[np.float64] | None = None,
+        relative_covariance: NDArray[np.float64] | None = None, after_loss: bool = False, scale_prior: bool = True,
+        evidence: tuple[NDArray[np.float32], NDArray[np.float32]] | None = None,
+    ) -> None:
+        """Make ``frame`` the active keyframe (finalizing the old one) from the network prior.
+
+        ``scale_prior``: bring a relative-depth prior into the odometry scale with the last fitted
+        affine map (for keyframes whose depth could not be aligned to a predecessor).
+        ``evidence``: inverse depth + variance maps propagated from the previous keyframe.
+        """
+        rho, var = prior
+        if scale_prior and not depth.is_metric and self._relative_affine is not None:
+            scale, shift = self._relative_affine
+            rho, var = scale * rho + shift, var * scale**2
+        with np.errstate(invalid="ignore"):
+            rho = np.where(rho > 1.0 / self.config.fusion.max_depth, rho, np.nan).astype(np.float32)
+        keyframe = ActiveKeyframe(
+            self._next_keyframe_id, frame.stamp_ns, frame.image, pyramid, rho, var.astype(np.float32), pose,
+            covariance, depth.is_metric, self.config.tracking, self.config.fusion, self._rng,
+            parent_id=None if parent is None else parent.id, pose_parent_keyframe=pose_parent_keyframe,
+            relative_covariance=relative_covariance, after_loss=after_loss,
+        )
+        if evidence is not None:
+            keyframe.seed_evidence(*evidence)
+        self._next_keyframe_id += 1
+        self._brightness = (1.0, 0.0)
+        if parent is not None:
+            self._emit(KeyframeEventKind.FINALIZED, parent, frame.stamp_ns)
+        self._active = keyframe
+        self._emit(KeyframeEventKind.CREATED, keyframe, frame.stamp_ns)
+
+    def _emit(self, kind: KeyframeEventKind, keyframe: ActiveKeyframe, stamp_ns: int) -> None:
+        if not self._listeners:
+            return
+        event = KeyframeEvent(kind, keyframe.snapshot(), stamp_ns)
+        for listener in self._listeners:
+            listener(event)
+
+    # --- scale --------------------------------------------------------------------------------
+
+    def _scale_observation(
+        self, active: ActiveKeyframe, pose_current_keyframe: NDArray[np.float64], depth: DepthResult
+    ) -> float | None:
+        """Median log(odometry depth / network depth) over the keyframe's tracked points seen now."""
+        points = active.reference.levels[0].points
+        if points.shape[0] < self.config.scale.min_points:
+            return None
+        moved = points @ pose_current_keyframe[:3, :3].T + pose_current_keyframe[:3, 3]
+        z = moved[:, 2]
+        front = z > 1e-6
+        k = active.pyramid.intrinsics[0]
+        safe_z = np.where(front, z, 1.0)
+        u, v = k.fx * moved[:, 0] / safe_z + k.cx, k.fy * moved[:, 1] / safe_z + k.cy
+        network = sample_bilinear(np.asarray(depth.depth, dtype=np.float32), u, v)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ok = front & np.isfinite(network) & (network > 0)
+            if np.count_nonzero(ok) < self.config.scale.min_points:
+                return None
+            return float(np.median(np.log(z[ok] / network[ok])))
+
+    def _scale_confidence(self, is_metric: bool) -> float:
+        tolerance = self.config.scale.confidence_tolerance
+        if is_metric:
+            return _scale_confidence(self._metric_scale.log_std, tolerance)
+        return _scale_confidence(self._relative_log_std, tolerance)
+
+    # --- output -------------------------------------------------------------------------------
+
+    def _result(
+        self, state: TrackingState, estimate: TrackingEstimate, keyframe_id: int, is_metric: bool
+    ) -> OdometryResult:
+        return OdometryResult(
+            pose=self._pose.copy(), covariance=self._covariance.copy(), velocity=self._velocity.copy(),
+            state=state, is_metric=is_metric, scale_confidence=self._scale_confidence(is_metric),
+            keyframe_id=keyframe_id, residual=float(estimate.residual), inlier_ratio=float(estimate.inlier_ratio),
+        )
+
+
+@dataclass(frozen=True)
+class OdometryBenchmark:
+    """Per-frame results and timings of :func:`run_odometry`.
+
+    Attributes:
+        results: one OdometryResult per input frame.
+        stamps_ns: (N,) int64 frame stamps.
+        milliseconds: (N,) float64 wall time of each stage call (tracking + fusion; no networks).
+        cpu_milliseconds: (N,) float64 CPU time of the process during each call (all threads; less
+            sensitive than wall time to other processes competing for the cores).
+        keyframes: number of keyframes created.
+
+    """
+
+    results: list[OdometryResult]
+    stamps_ns: NDArray[np.int64]
+    milliseconds: NDArray[np.float64]
+    cpu_milliseconds: NDArray[np.float64]
+    keyframes: int
+
+    @property
+    def poses(self) -> NDArray[np.float64]:
+        """(N, 4, 4) T_odom_camera of every frame."""
+        return np.stack([r.pose for r in self.results]) if self.results else np.zeros((0, 4, 4))
+
+    def summary(self) -> dict[str, float]:
+        """Timing percentiles (ms) and state counts."""
+        states = [r.state for r in self.results]
+        summary = {"frames": float(len(self.results))}
+        for name, values in (("ms", self.milliseconds), ("cpu_ms", self.cpu_milliseconds)):
+            summary[f"{name}_mean"] = float(np.mean(values)) if values.size else math.nan
+            summary[f"{name}_median"] = float(np.median(values)) if values.size else math.nan
+            summary[f"{name}_p90"] = float(np.percentile(values, 90)) if values.size else math.nan
+        return {
+            **summary,
+            "keyframes": float(self.keyframes),
+            "lost": float(sum(s is TrackingState.LOST for s in states)),
+        }
+
+
+def run_odometry(
+    config: OdometryConfig, inputs: Iterable[tuple[Frame, DepthResult, FlowResult | None]]
+) -> OdometryBenchmark:
+    """Run a fresh :class:`OdometryStage` over ``(frame, depth, flow)`` triples, timing every call.
+
+    The timing covers the stage only (tracking, fusion, keyframes, scale), not the producers of
+    the inputs; use it as the benchmark of the <= 20 ms/frame target.
+    """
+    created: list[KeyframeEvent] = []
+    stage = OdometryStage(config, on_keyframe=lambda e: created.append(e) if e.kind is KeyframeEventKind.CREATED
+                          else None)
+    results: list[OdometryResult] = []
+    stamps: list[int] = []
+    timings: list[float] = []
+    cpu_timings: list[float] = []
+    for frame, depth, flow in inputs:
+        start, cpu_start = time.perf_counter(), time.process_time()
+        results.append(stage(frame, depth, flow))
+        timings.append((time.perf_counter() - start) * 1e3)
+        cpu_timings.append((time.process_time() - cpu_start) * 1e3)
+        stamps.append(frame.stamp_ns)
+    return OdometryBenchmark(results, np.asarray(stamps, np.int64), np.asarray(timings), np.asarray(cpu_timings),
+                             len(created))

@@ -1,0 +1,382 @@
+"""``geovis odometry``: monocular visual odometry (+ loop closure and map) over a recording.
+
+Stable form::
+
+    geovis odometry INPUT --out TRAJ.txt [--format tum|kitti] [--calib FILE] [--depth-out DIR]
+        [--map-out MAP.ply] [--method direct|features] [--gt GT] [--max-frames N]
+
+INPUT is anything :func:`geovis_ros.data.readers.open_sequence` reads (TUM RGB-D, KITTI odometry,
+7-Scenes, a bag, an image folder or a video). Per frame: depth (the depth network through the
+inference runtime, or the input's own depth with ``--depth-source gt`` for evaluation), then the
+odometry stage; every finished keyframe goes to the back end (loop closure, pose graph, map).
+
+Outputs:
+
+- ``--out``: one pose per processed frame, ``T_odom_camera`` (OpenCV optical camera frame, odom =
+  the first keyframe's camera), loop-corrected unless ``--no-loop-closure``; TUM
+  (``t tx ty tz qx qy qz qw``) or KITTI (3x4 row-major per line).
+- ``--depth-out DIR``: each keyframe's fused depth, ``<frame name>.npy`` (float32 metres, NaN
+  invalid) or ``.png`` (16-bit millimetres, 0 invalid), plus ``keyframes.txt`` (TUM, keyframe poses).
+- ``--map-out MAP.ply``: the fused map (binary PLY, xyz + rgb) in the trajectory's frame.
+
+The summary (stdout) gives frames, keyframes, loops, lost frames, timings, and ATE/RPE when ground
+truth is available (``--gt`` or poses in the input).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from geovis_ros.cli import CommandError
+from geovis_ros.data.image_io import DatasetError, write_depth_png
+from geovis_ros.data.readers import open_sequence
+from geovis_ros.data.sequence import SequenceFrame
+from geovis_ros.data.trajectory_io import TrajectoryFormatError, read_trajectory, write_trajectory
+from geovis_ros.eval.metrics_traj import TrajectoryEvalError, evaluate_trajectory
+from geovis_ros.geometry.camera import CameraModelError
+from geovis_ros.pipeline.config import OdometryConfig
+from geovis_ros.pipeline.frame import DepthResult, Frame, OdometryResult, TrackingState
+from geovis_ros.pipeline.keyframes import Keyframe
+from geovis_ros.pipeline.loop_closure import BackendConfig, SlamBackend
+from geovis_ros.pipeline.odometry import KeyframeEventKind, OdometryStage
+from geovis_ros.pipeline.ply import write_ply
+
+DepthSource = Literal["network", "gt"]
+DepthEstimator = Callable[[Frame, SequenceFrame], DepthResult]
+DEPTH_SOURCES: tuple[str, ...] = ("network", "gt")
+GT_DEPTH_RELATIVE_STD = 0.01
+"""Standard deviation (fraction of depth) attached to ground-truth depth: trusted but not exact."""
+
+
+class MissingDepthError(ValueError):
+    """``--depth-source gt`` on an input frame that carries no depth."""
+
+
+def make_depth_estimator(
+    source: DepthSource,
+    backend: str = "auto",
+    device: str = "auto",
+    input_width: int = 320,
+    model_path: str = "",
+) -> DepthEstimator:
+    """A function ``(frame, sequence_frame) -> DepthResult`` giving each frame's metric depth.
+
+    Args:
+        source: ``"network"``: the depth network through the inference runtime
+            (:class:`geovis_ros.pipeline.networks.DepthStage`); ``"gt"``: the input's own depth
+            (``sequence_frame.depth``) with a standard deviation of 1 % of depth, for evaluating
+            odometry and fusion without network error.
+        backend: inference backend (see :class:`geovis_ros.inference.engine.EngineConfig`).
+        device: inference device (``auto``, ``cpu``, ``cuda``, ``cuda:N``).
+        input_width: network input width, pixels.
+        model_path: "" for the shipped weights, or a ``.safetensors`` / ``.onnx`` file.
+
+    Raises:
+        ValueError: unknown source or runtime option. The ``"gt"`` estimator raises
+            :class:`MissingDepthError` for a frame without depth.
+
+    """
+    if source == "gt":
+        def ground_truth(frame: Frame, item: SequenceFrame) -> DepthResult:
+            if item.depth is None:
+                raise MissingDepthError(f"ground-truth depth requested, but frame {item.name!r} has none")
+            depth = np.where(item.depth > 0, item.depth, np.nan).astype(np.float32)
+            return DepthResult(depth, (GT_DEPTH_RELATIVE_STD * depth).astype(np.float32), frame.intrinsics)
+
+        return ground_truth
+    if source != "network":
+        raise ValueError(f"depth source must be one of {DEPTH_SOURCES}, got {source!r}")
+    from geovis_ros.inference.engine import EngineConfig
+    from geovis_ros.pipeline.networks import DepthStage, NetworkConfig
+
+    stage = DepthStage(NetworkConfig(EngineConfig(backend=backend, device=device), input_width, model_path))
+
+    def network(frame: Frame, item: SequenceFrame) -> DepthResult:
+        return stage(frame)
+
+    return network
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``geovis odometry``."""
+    parser.add_argument("input", type=Path, help="TUM / KITTI / 7-Scenes folder, bag, image folder or video")
+    parser.add_argument("--out", type=Path, required=True, metavar="TRAJ.txt", help="trajectory file to write")
+    parser.add_argument("--format", choices=("tum", "kitti"), default="tum", help="trajectory format (default: tum)")
+    parser.add_argument("--calib", metavar="FILE", help="calibration file or 'fx,fy,cx,cy' (overrides the input's)")
+    parser.add_argument("--depth-out", type=Path, metavar="DIR", help="write the fused keyframe depths here")
+    parser.add_argument(
+        "--depth-format", choices=("npy", "png"), default="npy",
+        help="keyframe depth files: npy (float32 m) or png (16-bit mm) (default: npy)",
+    )
+    parser.add_argument("--map-out", type=Path, metavar="MAP.ply", help="write the fused map as a PLY file")
+    parser.add_argument("--method", choices=("direct", "features"), default="direct",
+                        help="direct (photometric, default) or features (classical KLT + PnP baseline)")
+    parser.add_argument("--gt", type=Path, metavar="GT", help="ground-truth trajectory to score against")
+    parser.add_argument("--gt-format", choices=("tum", "kitti"), help="format of --gt (default: --format)")
+    parser.add_argument("--max-frames", type=int, metavar="N", help="process at most N frames")
+    parser.add_argument("--no-loop-closure", action="store_true", help="write the raw odometry (no pose graph)")
+    parser.add_argument(
+        "--depth-source", choices=DEPTH_SOURCES, default="network",
+        help="network (default) or gt: the input's own depth (evaluation without network error)",
+    )
+    parser.add_argument("--backend", default="auto", help="inference backend for the depth network (default: auto)")
+    parser.add_argument("--device", default="auto", help="inference device: auto, cpu, cuda, cuda:N (default: auto)")
+    parser.add_argument("--input-width", type=int, default=320, help="depth network input width (default: 320)")
+    parser.add_argument("--model-depth", default="", metavar="FILE", help="depth weights (.safetensors / .onnx)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+@dataclass
+class OdometryRun:
+    """Everything one run produced (in memory, for the writers and the summary).
+
+    Attributes:
+        names: frame names, one per processed frame.
+        stamps_ns: (N,) int64 frame stamps.
+        odometry: one OdometryResult per frame (raw odometry, ``T_odom_camera``).
+        poses: (N, 4, 4) loop-corrected poses (equal to the raw poses without loop closure).
+        gt_poses: (N, 4, 4) T_world_camera from the input, or None when the input has no poses.
+        keyframes: number of keyframes handed to the back end.
+        loops: number of verified loop closures.
+        timings_ms: mean milliseconds per frame of ``depth``, ``odometry``, ``backend``.
+
+    """
+
+    names: list[str]
+    stamps_ns: NDArray[np.int64]
+    odometry: list[OdometryResult]
+    poses: NDArray[np.float64]
+    gt_poses: NDArray[np.float64] | None
+    keyframes: int
+    loops: int
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def run_odometry_over(
+    frames: Iterable[SequenceFrame],
+    depth_estimator: DepthEstimator,
+    odometry_config: OdometryConfig | None = None,
+    backend_config: BackendConfig | None = None,
+    on_keyframe: Callable[[Keyframe, str], None] | None = None,
+    progress: Callable[[], object] | None = None,
+) -> tuple[OdometryRun, SlamBackend]:
+    """Run depth -> odometry -> back end over ``frames``; returns the run and the back end (map, poses).
+
+    Args:
+        frames: input frames in time order.
+        depth_estimator: see :func:`make_depth_estimator`.
+        odometry_config: tracking / fusion / keyframe settings (``method`` picks direct or features);
+            None for the defaults.
+        backend_config: map, loop closure (``loop=None``: off) and pose-graph settings; None for the
+            defaults.
+        on_keyframe: called as ``(keyframe, frame_name)`` for every keyframe handed to the back end
+            (finished keyframes as they finish, the active one at the end).
+        progress: called once per processed frame.
+
+    """
+    backend = SlamBackend(backend_config or BackendConfig())
+    finished: list[Keyframe] = []
+    stage = OdometryStage(
+        odometry_config or OdometryConfig(),
+        on_keyframe=lambda event: finished.append(event.keyframe)
+        if event.kind is KeyframeEventKind.FINALIZED else None,
+    )
+    names: dict[int, str] = {}  # stamp -> frame name, for keyframe file names
+    frame_names: list[str] = []
+    stamps: list[int] = []
+    results: list[OdometryResult] = []
+    gt: list[NDArray[np.float64] | None] = []
+    loops = 0
+    seconds = {"depth": 0.0, "odometry": 0.0, "backend": 0.0}
+
+    def hand_over(keyframe: Keyframe) -> None:
+        nonlocal loops
+        update = backend.add_keyframe(keyframe.id, keyframe.pose, keyframe.image, keyframe.depth,
+                                      keyframe.depth_std, keyframe.intrinsics, keyframe.relative_covariance)
+        loops += len(update.loops)
+        if on_keyframe is not None:
+            on_keyframe(keyframe, names.get(keyframe.stamp_ns, f"keyframe_{keyframe.id:06d}"))
+
+    for item in frames:
+        frame = Frame(item.stamp_ns, item.rgb, item.intrinsics)
+        names[item.stamp_ns] = item.name
+        start = time.perf_counter()
+        depth = depth_estimator(frame, item)
+        middle = time.perf_counter()
+        results.append(stage(frame, depth))
+        end = time.perf_counter()
+        for keyframe in finished:
+            hand_over(keyframe)
+        finished.clear()
+        seconds["depth"] += middle - start
+        seconds["odometry"] += end - middle
+        seconds["backend"] += time.perf_counter() - end
+        stamps.append(item.stamp_ns)
+        frame_names.append(item.name)
+        gt.append(None if item.pose is None else np.asarray(item.pose, dtype=np.float64))
+        if progress is not None:
+            progress()
+    if stage.keyframe is not None:  # the keyframe still being refined: its depth is as good as it gets
+        hand_over(stage.keyframe)
+    known = set(backend.keyframe_poses())
+    corrected = [backend.correct(r.pose, r.keyframe_id) if r.keyframe_id in known else r.pose for r in results]
+    count = max(len(results), 1)
+    run = OdometryRun(
+        names=frame_names,
+        stamps_ns=np.asarray(stamps, dtype=np.int64),
+        odometry=results,
+        poses=np.stack(corrected) if corrected else np.zeros((0, 4, 4)),
+        gt_poses=np.stack(gt) if gt and all(pose is not None for pose in gt) else None,  # type: ignore[arg-type]
+        keyframes=backend.keyframe_count,
+        loops=loops,
+        timings_ms={name: 1e3 * value / count for name, value in seconds.items()},
+    )
+    return run, backend
+
+
+def _open_input(args: argparse.Namespace) -> tuple[Iterable[SequenceFrame], int | None]:
+    """The frame source and its length (None when unknown); CommandError for unreadable input."""
+    if not args.input.exists():
+        raise CommandError(f"{args.input}: no such file or folder")
+    try:
+        source = open_sequence(args.input, calib=args.calib)
+        length = len(source) if hasattr(source, "__len__") else None
+    except (DatasetError, CameraModelError, OSError) as err:
+        raise CommandError(f"cannot read {args.input}: {err}") from None
+    return source, length
+
+
+def _frames(source: Iterable[SequenceFrame], max_frames: int | None, where: Path) -> Iterator[SequenceFrame]:
+    """At most ``max_frames`` frames of ``source``; read errors become CommandError naming ``where``."""
+    try:
+        for index, item in enumerate(source):
+            if max_frames is not None and index >= max_frames:
+                return
+            yield item
+    except (DatasetError, CameraModelError, OSError) as err:
+        raise CommandError(f"cannot read {where}: {err}") from None
+
+
+def _write_keyframe_depth(directory: Path, depth_format: str, keyframe: Keyframe, name: str) -> None:
+    """Write a keyframe's fused depth as ``<name>.npy`` (float32 m, NaN invalid) or ``.png`` (uint16 mm)."""
+    path = directory / f"{name}.{depth_format}"
+    if depth_format == "npy":
+        np.save(path, keyframe.depth.astype(np.float32))
+    else:
+        write_depth_png(path, keyframe.depth, scale=1000.0)
+
+
+def _score(run: OdometryRun, args: argparse.Namespace) -> dict[str, float] | None:
+    """ATE (SE(3) and Sim(3) alignment) and RPE of the corrected and raw trajectories; None without ground truth."""
+    stamps_s = run.stamps_ns * 1e-9
+    associate_by = "stamp"
+    if args.gt is not None:
+        gt_format = args.gt_format or args.format
+        try:
+            gt_stamps, gt_poses = read_trajectory(args.gt, gt_format)
+        except (OSError, TrajectoryFormatError) as err:
+            raise CommandError(f"cannot read --gt {args.gt}: {err}") from None
+        if gt_format == "kitti":  # no stamps: frame i of the file is processed frame i
+            associate_by = "index"
+            stamps_s = np.arange(len(run.names), dtype=np.float64)
+            gt_stamps, gt_poses = gt_stamps[: len(run.names)], gt_poses[: len(run.names)]
+    elif run.gt_poses is not None:
+        gt_stamps, gt_poses = stamps_s, run.gt_poses
+    else:
+        return None
+    raw = np.stack([r.pose for r in run.odometry])
+    scores: dict[str, float] = {}
+    try:
+        for prefix, poses in (("", run.poses), ("odometry_", raw)):
+            for align in ("se3", "sim3"):
+                summary = evaluate_trajectory(gt_stamps, gt_poses, stamps_s, poses, align=align,
+                                              associate_by=associate_by).summary
+                scores[f"{prefix}ate_{align}_m"] = float(summary["ate_rmse_m"])
+                scores[f"{prefix}rpe_{align}_pct"] = float(summary["rpe_trans_pct"])
+                scores["path_length_m"] = float(summary.get("path_length_m", math.nan))
+    except TrajectoryEvalError as err:
+        raise CommandError(f"cannot score against the ground truth: {err}") from None
+    return scores
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``geovis odometry``; returns the exit status (0)."""
+    if args.max_frames is not None and args.max_frames < 1:
+        raise CommandError(f"--max-frames must be >= 1, got {args.max_frames}")
+    if args.gt is not None and not args.gt.is_file():
+        raise CommandError(f"--gt {args.gt}: no such file")
+    source, length = _open_input(args)
+    total = length if args.max_frames is None else min(length or args.max_frames, args.max_frames)
+    try:
+        depth_estimator = make_depth_estimator(args.depth_source, args.backend, args.device, args.input_width,
+                                               args.model_depth)
+    except (ValueError, FileNotFoundError, ImportError, RuntimeError) as err:
+        raise CommandError(f"cannot start the depth network: {err}") from None
+    keyframe_stamps: dict[int, int] = {}
+
+    def on_keyframe(keyframe: Keyframe, name: str) -> None:
+        keyframe_stamps[keyframe.id] = keyframe.stamp_ns
+        if args.depth_out is not None:
+            _write_keyframe_depth(args.depth_out, args.depth_format, keyframe, name)
+
+    if args.depth_out is not None:
+        args.depth_out.mkdir(parents=True, exist_ok=True)
+    from tqdm import tqdm
+
+    with tqdm(total=total, unit="frame", desc="odometry", disable=args.quiet, file=sys.stderr) as bar:
+        backend_config = BackendConfig(loop=None) if args.no_loop_closure else BackendConfig()
+        try:
+            result, backend = run_odometry_over(_frames(source, args.max_frames, args.input), depth_estimator,
+                                                OdometryConfig(method=args.method), backend_config, on_keyframe,
+                                                bar.update)
+        except MissingDepthError as err:
+            raise CommandError(f"--depth-source gt: {err}; {args.input} has no depth") from None
+    if not result.odometry:
+        raise CommandError(f"{args.input}: no frames to process")
+    write_trajectory(args.out, result.stamps_ns * 1e-9, result.poses, args.format)
+    if args.depth_out is not None and keyframe_stamps:
+        poses = backend.keyframe_poses()
+        ids = sorted(keyframe_stamps)
+        write_trajectory(args.depth_out / "keyframes.txt", [keyframe_stamps[i] * 1e-9 for i in ids],
+                         np.stack([poses[i] for i in ids]), "tum")
+    if args.map_out is not None:
+        write_ply(args.map_out, backend.map_cloud())
+    print(_summary(result, backend, args, _score(result, args)))
+    return 0
+
+
+def _summary(run: OdometryRun, backend: SlamBackend, args: argparse.Namespace,
+             scores: dict[str, float] | None) -> str:
+    """The text printed at the end of a run."""
+    states = [r.state for r in run.odometry]
+    lost = sum(state is TrackingState.LOST for state in states)
+    relocalized = sum(state is TrackingState.RELOCALIZED for state in states)
+    lines = [
+        f"frames       {len(states)} ({lost} lost, {relocalized} relocalized)",
+        f"keyframes    {run.keyframes}, loop closures {run.loops}",
+        "timing       " + ", ".join(f"{name} {ms:.1f} ms" for name, ms in run.timings_ms.items()) + " per frame",
+        f"map          {len(backend.map)} points",
+        f"trajectory   {args.out} ({args.format})",
+    ]
+    if args.depth_out is not None:
+        lines.append(f"depths       {args.depth_out}")
+    if args.map_out is not None:
+        lines.append(f"map file     {args.map_out}")
+    if scores is not None:
+        lines.append(f"path length  {scores['path_length_m']:.2f} m")
+        for prefix, label in (("", "final"), ("odometry_", "odometry")):
+            lines.append(
+                f"ATE {label:<8} {scores[prefix + 'ate_se3_m']:.4f} m se3, {scores[prefix + 'ate_sim3_m']:.4f} m sim3; "
+                f"RPE {scores[prefix + 'rpe_se3_pct']:.2f} %"
+            )
+    return "\n".join(lines)

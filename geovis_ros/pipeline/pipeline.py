@@ -1,0 +1,291 @@
+"""All stages in one process, ROS-free: ``Pipeline(config)(frame) -> PipelineResult``.
+
+Per frame: depth network -> flow network -> odometry (tracking + keyframe depth fusion) ->
+per-frame point cloud (camera frame) -> global map (keyframe clouds in a bounded voxel map,
+loop closure on the keyframe pose graph). Every stage can be switched off; the networks share
+one :class:`~geovis_ros.inference.engine.EngineConfig` (one backend, device and engine cache).
+The nodes, ``geovis process-bag`` and the demo all run this class.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from geovis_ros.geometry.camera import transform_points
+from geovis_ros.geometry.se3 import invert
+from geovis_ros.inference.engine import EngineConfig, default_engine_cache_dir
+from geovis_ros.pipeline.config import OdometryConfig
+from geovis_ros.pipeline.frame import Frame, PipelineResult, PointCloud
+from geovis_ros.pipeline.keyframes import Keyframe
+from geovis_ros.pipeline.loop_closure import BackendConfig, SlamBackend
+from geovis_ros.pipeline.mapping import CloudConfig, depth_to_cloud
+from geovis_ros.pipeline.networks import DepthStage, FlowStage, NetworkConfig
+from geovis_ros.pipeline.odometry import KeyframeEvent, KeyframeEventKind, OdometryStage
+
+STAGES: tuple[str, ...] = ("depth", "flow", "odometry", "mapping")
+# Node parameters (geovis_ros.nodes.params) that pipeline_config_from_parameters reads.
+PIPELINE_PARAMETERS: tuple[str, ...] = (
+    "backend", "device", "precision", "engine_cache_dir", "model_depth", "model_flow", "input_width",
+    "input_height", "odometry_method", "odom_frame", "map_voxel_size", "map_max_points", "points_stride",
+)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """What the pipeline runs and how.
+
+    Attributes:
+        depth, flow, odometry, mapping: stage switches. Odometry needs depth; mapping needs odometry.
+        depth_network, flow_network: backend, weights and input width of each network.
+        max_network_height: network inputs are at most this many pixels tall (the input width
+            shrinks to keep the image's aspect ratio); 0 lets the width alone decide. Images
+            smaller than the network input are not enlarged.
+        odometry_config: tracking, keyframe fusion, scale and baseline settings.
+        mapping_config: keyframe map (voxel size, point bound), loop closure, pose graph.
+        cloud: which depth pixels become the per-frame point cloud (stride, confidence, range).
+        odom_frame: frame name of the odometry, the map and the keyframe poses.
+
+    """
+
+    depth: bool = True
+    flow: bool = True
+    odometry: bool = True
+    mapping: bool = True
+    depth_network: NetworkConfig = field(default_factory=NetworkConfig)
+    flow_network: NetworkConfig = field(default_factory=NetworkConfig)
+    max_network_height: int = 0
+    odometry_config: OdometryConfig = field(default_factory=OdometryConfig)
+    mapping_config: BackendConfig = field(default_factory=BackendConfig)
+    cloud: CloudConfig = field(default_factory=lambda: CloudConfig(stride=2))
+    odom_frame: str = "odom"
+
+    def __post_init__(self) -> None:
+        if self.odometry and not self.depth:
+            raise ValueError("PipelineConfig: the odometry stage needs the depth stage (depth=True)")
+        if self.mapping and not self.odometry:
+            raise ValueError("PipelineConfig: the mapping stage needs the odometry stage (odometry=True)")
+        if self.max_network_height < 0:
+            raise ValueError(f"PipelineConfig.max_network_height must be >= 0, got {self.max_network_height}")
+        if not self.odom_frame:
+            raise ValueError("PipelineConfig.odom_frame must not be empty")
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        """Names of the stages that are on, in execution order."""
+        return tuple(name for name in STAGES if getattr(self, name))
+
+
+def network_input_width(image_width: int, image_height: int, max_width: int, max_height: int) -> int:
+    """Network input width (pixels): the widest of the image's aspect ratio within ``max_width`` x ``max_height``.
+
+    Images are never enlarged (the result is at most ``image_width``); ``max_height`` 0 leaves the
+    height unbounded.
+    """
+    width = min(max_width, image_width)
+    if max_height > 0:
+        width = min(width, round(max_height * image_width / image_height))
+    return max(1, width)
+
+
+def pipeline_config_from_parameters(values: Mapping[str, Any], stages: tuple[str, ...] = STAGES) -> PipelineConfig:
+    """The PipelineConfig that node parameters ``values`` (names of geovis_ros.nodes.params) describe.
+
+    Args:
+        values: parameter name -> value; missing names keep the dataclass defaults. Read:
+            :data:`PIPELINE_PARAMETERS`; the others (publishing, QoS, mode) are the node's business.
+        stages: the stages to run (a subset of :data:`STAGES`).
+
+    Raises:
+        ValueError: an unknown stage, or a value the configs refuse (the message names it).
+
+    """
+    unknown = set(stages) - set(STAGES)
+    if unknown:
+        raise ValueError(f"unknown pipeline stage(s) {sorted(unknown)}; expected some of {STAGES}")
+    engine_defaults = EngineConfig()
+    cache_dir = values.get("engine_cache_dir", "")
+    engine = EngineConfig(
+        backend=values.get("backend", engine_defaults.backend),
+        device=values.get("device", engine_defaults.device),
+        precision=values.get("precision", engine_defaults.precision),
+        engine_cache_dir=Path(cache_dir).expanduser() if cache_dir else default_engine_cache_dir(),
+    )
+    width = int(values.get("input_width", NetworkConfig().input_width))
+    defaults = PipelineConfig()
+    voxel_map = defaults.mapping_config.map.map
+    voxel_size = float(values.get("map_voxel_size", voxel_map.voxel_size_m))
+    voxel_map = replace(voxel_map, voxel_size_m=voxel_size,
+                        max_points=int(values.get("map_max_points", voxel_map.max_points)))
+    keyframe_map = replace(defaults.mapping_config.map, map=voxel_map, keyframe_voxel_size_m=voxel_size)
+    return PipelineConfig(
+        depth="depth" in stages,
+        flow="flow" in stages,
+        odometry="odometry" in stages,
+        mapping="mapping" in stages,
+        depth_network=NetworkConfig(engine=engine, input_width=width, model_path=values.get("model_depth", "")),
+        flow_network=NetworkConfig(engine=engine, input_width=width, model_path=values.get("model_flow", "")),
+        max_network_height=int(values.get("input_height", defaults.max_network_height)),
+        odometry_config=OdometryConfig(method=values.get("odometry_method", defaults.odometry_config.method)),
+        mapping_config=replace(defaults.mapping_config, map=keyframe_map),
+        cloud=replace(defaults.cloud, stride=int(values.get("points_stride", defaults.cloud.stride))),
+        odom_frame=values.get("odom_frame", defaults.odom_frame) or defaults.odom_frame,
+    )
+
+
+class Pipeline:
+    """Depth, flow, odometry, per-frame cloud and map of a frame stream, in one call per frame.
+
+    Not thread-safe: one caller (the node's worker thread, or an offline loop) drives it.
+    """
+
+    def __init__(self, config: PipelineConfig = PipelineConfig()) -> None:
+        self.config = config
+        self.depth_stage = DepthStage(config.depth_network) if config.depth else None
+        self.flow_stage = FlowStage(config.flow_network) if config.flow else None
+        self.odometry_stage = OdometryStage(config.odometry_config) if config.odometry else None
+        self.backend = SlamBackend(config.mapping_config) if config.mapping else None
+        self._finished_keyframes: list[Keyframe] = []
+        if self.backend is not None and self.odometry_stage is not None:
+            self.odometry_stage.add_keyframe_listener(self._on_keyframe)
+        self.map_version = 0
+        self.frames = 0
+        self._image_size: tuple[int, int] | None = None
+        self._mapped_keyframes: set[int] = set()
+        self._last_result: PipelineResult | None = None
+
+    # -- streaming -----------------------------------------------------------------------
+    def __call__(self, frame: Frame) -> PipelineResult:
+        """Run every enabled stage on ``frame``; ``timings_ms`` holds each stage's wall time."""
+        start = time.perf_counter()
+        self._fit_networks(frame)
+        result = PipelineResult(frame=frame)
+        timings = result.timings_ms
+        clock = start
+        if self.depth_stage is not None:
+            result.depth = self.depth_stage(frame)
+            clock = _lap(timings, "depth", clock)
+        if self.flow_stage is not None:
+            result.flow = self.flow_stage(frame)
+            clock = _lap(timings, "flow", clock)
+        if self.odometry_stage is not None and result.depth is not None:
+            result.odometry = self.odometry_stage(frame, result.depth, result.flow)
+            clock = _lap(timings, "odometry", clock)
+        if result.depth is not None:
+            result.points = depth_to_cloud(result.depth.depth, result.depth.std, frame.image, frame.intrinsics,
+                                           self.config.cloud, frame.frame_id)
+            clock = _lap(timings, "points", clock)
+        if self.backend is not None:
+            self._update_map()
+            clock = _lap(timings, "mapping", clock)
+        timings["total"] = (clock - start) * 1000.0
+        self.frames += 1
+        self._last_result = result
+        return result
+
+    def reset(self) -> None:
+        """Forget the stream (new session, clock jump, image size change); engines are kept."""
+        if self.flow_stage is not None:
+            self.flow_stage.reset()
+        if self.odometry_stage is not None:
+            self.odometry_stage.reset()
+        if self.backend is not None:
+            self.backend.reset()
+            self.map_version += 1
+        self._finished_keyframes.clear()
+        self._mapped_keyframes.clear()
+        self._image_size = None
+        self._last_result = None
+
+    def finish(self) -> None:
+        """Add the keyframe still being refined to the map (end of a recording)."""
+        if self.backend is not None and self.odometry_stage is not None:
+            self._update_map(include_active=True)
+
+    def _fit_networks(self, frame: Frame) -> None:
+        """Fit the network input widths to a new image size (aspect ratio within the size bound)."""
+        size = (frame.intrinsics.width, frame.intrinsics.height)
+        if size == self._image_size:
+            return
+        self._image_size = size
+        for stage, network in ((self.depth_stage, self.config.depth_network),
+                               (self.flow_stage, self.config.flow_network)):
+            if stage is not None:
+                width = network_input_width(*size, network.input_width, self.config.max_network_height)
+                stage.config = replace(network, input_width=width)
+
+    def _on_keyframe(self, event: KeyframeEvent) -> None:
+        """Keyframe listener: a finalized keyframe's fused depth is final, so it goes to the map."""
+        if event.kind is KeyframeEventKind.FINALIZED:
+            self._finished_keyframes.append(event.keyframe)
+
+    def _update_map(self, include_active: bool = False) -> None:
+        """Hand finished keyframes (and with ``include_active`` the active one) to the back end."""
+        assert self.backend is not None and self.odometry_stage is not None
+        keyframes, self._finished_keyframes = self._finished_keyframes, []
+        active = self.odometry_stage.keyframe if include_active else None
+        if active is not None:
+            keyframes.append(active)
+        for keyframe in keyframes:
+            if keyframe.id in self._mapped_keyframes:
+                continue
+            self._mapped_keyframes.add(keyframe.id)
+            self.backend.add_keyframe(keyframe.id, keyframe.pose, keyframe.image, keyframe.depth,
+                                      keyframe.depth_std, keyframe.intrinsics, keyframe.relative_covariance)
+            self.map_version += 1
+
+    # -- map and state -------------------------------------------------------------------
+    def map_cloud(self) -> PointCloud:
+        """The fused map: xyz (N, 3) float32 metres in ``odom_frame``, rgb (N, 3) uint8 (empty without mapping)."""
+        if self.backend is None:
+            return PointCloud(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8), self.config.odom_frame)
+        cloud = self.backend.map_cloud()
+        xyz = transform_points(self._odom_from_map(), cloud.xyz) if len(cloud.xyz) else cloud.xyz
+        return PointCloud(xyz.astype(np.float32, copy=False), cloud.rgb, self.config.odom_frame)
+
+    def keyframe_poses(self) -> dict[int, NDArray[np.float64]]:
+        """Keyframe id -> (4, 4) float64 ``T_odom_keyframe`` of the mapped keyframes (loop-corrected)."""
+        if self.backend is None:
+            return {}
+        odom_from_map = self._odom_from_map()
+        return {key: odom_from_map @ pose for key, pose in self.backend.keyframe_poses().items()}
+
+    def _odom_from_map(self) -> NDArray[np.float64]:
+        """``T_odom_map``: the loop-corrected map expressed in the current odometry frame.
+
+        Odometry is never corrected after the fact (no jumps); instead the map is moved so that it
+        agrees with the odometry at the latest keyframe (identity until a loop closes).
+        """
+        assert self.backend is not None
+        return invert(self.backend.correction())
+
+    def describe(self) -> dict[str, str]:
+        """Key/values for diagnostics and reports: backends, last timings, tracking state, map size."""
+        values: dict[str, str] = {"stages": ",".join(self.config.stages), "frames_processed": str(self.frames)}
+        for stage in (self.depth_stage, self.flow_stage):
+            if stage is not None:
+                values.update(stage.describe())
+        last = self._last_result
+        if last is not None:
+            values.update({f"{name}_ms": f"{ms:.1f}" for name, ms in last.timings_ms.items()})
+            if last.odometry is not None:
+                values["tracking_state"] = last.odometry.state.value
+                values["keyframe_id"] = str(last.odometry.keyframe_id)
+                values["scale_confidence"] = f"{last.odometry.scale_confidence:.2f}"
+        if self.backend is not None:
+            values["keyframes"] = str(self.backend.keyframe_count)
+            values["map_points"] = str(len(self.backend.map))
+        return values
+
+
+def _lap(timings: dict[str, float], name: str, since: float) -> float:
+    """Record ``now - since`` under ``name`` (ms); returns now."""
+    now = time.perf_counter()
+    timings[name] = (now - since) * 1000.0
+    return now

@@ -1,0 +1,197 @@
+"""Loop detection (retrieval + verification) and the keyframe back end on a synthetic loop."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from geovis_ros.data.synth import SynthConfig, render_sequence
+from geovis_ros.geometry.camera import Intrinsics
+from geovis_ros.geometry.se3 import invert, rotation_angle, se3_exp, se3_log
+from geovis_ros.pipeline.loop_closure import (
+    BackendConfig,
+    LoopClosureConfig,
+    LoopClosureConfigError,
+    LoopDetector,
+    SlamBackend,
+    global_descriptor,
+    pnp_information,
+    sample_smooth_depth,
+)
+from geovis_ros.pipeline.mapping import KeyframeMapConfig, VoxelMapConfig
+from geovis_ros.pipeline.pose_graph import PoseGraphError
+
+# A lap around a cluttered table, 6 degrees of heading per frame; keyframes every 2nd frame
+# (30 keyframes), so the last keyframe is 12 degrees / a few cm before the first.
+LOOP = SynthConfig(scene="tabletop", trajectory="loop", frames=60, width=128, height=96, seed=1)
+KEYFRAME_STEP = 2
+SMALL_IMAGE_LOOP = LoopClosureConfig(recent_keyframes_excluded=8, min_inliers=15)
+
+
+@pytest.fixture(scope="module")
+def keyframes():
+    return list(render_sequence(LOOP, with_flow=False))[::KEYFRAME_STEP]
+
+
+def _drifting_odometry(frames, bias: np.ndarray) -> list[np.ndarray]:
+    """Ground-truth relative motion with a constant bias added at every step (odometry drift)."""
+    poses = [frames[0].pose.copy()]
+    for previous, current in zip(frames[:-1], frames[1:], strict=True):
+        poses.append(poses[-1] @ invert(previous.pose) @ current.pose @ bias)
+    return poses
+
+
+def test_global_descriptor_ignores_gain_and_offset() -> None:
+    rng = np.random.default_rng(0)
+    image = rng.integers(40, 200, (48, 64, 3), dtype=np.uint8)
+    brighter = np.clip(image.astype(np.float32) * 1.1 + 10, 0, 255).astype(np.uint8)
+    a, b = global_descriptor(image), global_descriptor(brighter)
+    assert a.shape == (32 * 24,) and a.dtype == np.float32
+    assert float(a @ b) > 0.99
+    assert abs(float(np.linalg.norm(a)) - 1.0) < 1e-5
+    assert not np.any(global_descriptor(np.full((48, 64, 3), 7, np.uint8)))
+
+
+def test_pnp_information_matches_numerical_projection_jacobian() -> None:
+    k = Intrinsics(100.0, 110.0, 32.0, 24.0, 64, 48)
+    rng = np.random.default_rng(1)
+    points = np.concatenate([rng.uniform(-1, 1, (5, 2)), rng.uniform(2, 4, (5, 1))], axis=1)
+    def pixels(delta: np.ndarray) -> np.ndarray:
+        # Right perturbation of the camera pose moves camera-frame points by exp(-delta).
+        moved = points @ invert(se3_exp(delta))[:3, :3].T + invert(se3_exp(delta))[:3, 3]
+        return np.stack([k.fx * moved[:, 0] / moved[:, 2] + k.cx, k.fy * moved[:, 1] / moved[:, 2] + k.cy], 1)
+
+    jacobians = []
+    for axis in range(6):
+        step = np.zeros(6)
+        step[axis] = 1e-6
+        jacobians.append(((pixels(step) - pixels(-step)) / 2e-6).reshape(-1))
+    jacobian = np.stack(jacobians, axis=1)
+    expected = jacobian.T @ jacobian / 0.5**2
+    np.testing.assert_allclose(pnp_information(points, k, 0.5), expected, rtol=1e-5, atol=1e-3)
+
+
+def test_sample_smooth_depth_interpolates_and_rejects_edges() -> None:
+    depth = np.tile(np.linspace(1.0, 1.3, 8, dtype=np.float32), (6, 1))
+    depth[:, 6:] = 5.0  # occlusion boundary between columns 5 and 6
+    depth[0, 0] = np.nan
+    uv = np.array([[2.5, 2.0], [5.5, 3.0], [0.2, 0.2], [7.5, 1.0], [-1.0, 2.0]])
+    z = sample_smooth_depth(depth, uv, max_relative_step=0.05)
+    np.testing.assert_allclose(z[0], 1.0 + 2.5 * 0.3 / 7, rtol=1e-5)
+    assert np.all(np.isnan(z[1:]))
+
+
+def test_detector_verifies_revisits_with_accurate_relative_poses(keyframes) -> None:
+    detector = LoopDetector(SMALL_IMAGE_LOOP)
+    last = keyframes[-1]
+    for index, frame in enumerate(keyframes[:-8]):
+        detector.add_keyframe(index, frame.rgb, frame.depth, frame.intrinsics)
+    loops = detector.add_keyframe(99, last.rgb, last.depth, last.intrinsics)
+    assert 0 in [loop.match_id for loop in loops]  # back at the start of the lap
+    for loop in loops:
+        truth = invert(keyframes[loop.match_id].pose) @ last.pose
+        error = se3_log(invert(truth) @ loop.pose_match_query)
+        assert np.linalg.norm(error[:3]) < 0.02 and np.degrees(np.linalg.norm(error[3:])) < 1.5
+        assert loop.inliers >= 15 and loop.query_id == 99
+        assert np.all(np.linalg.eigvalsh(loop.information) > 0)
+    assert [loop.inliers for loop in loops] == sorted((loop.inliers for loop in loops), reverse=True)
+
+
+def test_detector_ignores_recent_keyframes(keyframes) -> None:
+    detector = LoopDetector(SMALL_IMAGE_LOOP)
+    for index in range(5):  # the same view again and again: too recent to be a loop
+        frame = keyframes[0]
+        assert detector.add_keyframe(index, frame.rgb, frame.depth, frame.intrinsics) == []
+
+
+def test_detector_database_is_bounded(keyframes) -> None:
+    config = LoopClosureConfig(recent_keyframes_excluded=3, max_database_size=6)
+    detector = LoopDetector(config)
+    for index, frame in enumerate(keyframes[:15]):
+        detector.add_keyframe(index, frame.rgb, frame.depth, frame.intrinsics)
+        assert len(detector) <= 6
+
+
+def test_backend_loop_closure_shrinks_end_point_drift_five_fold(keyframes) -> None:
+    # Drift of about 1 % of the path: 0.7 mm and 0.27 degrees per ~3 cm keyframe step.
+    bias = se3_exp([0.0006, 0.0003, 0.0, 0.0, 0.0045, 0.001])
+    odometry = _drifting_odometry(keyframes, bias)
+    backend = SlamBackend(BackendConfig(loop=SMALL_IMAGE_LOOP))
+    updates = [
+        backend.add_keyframe(index, pose, frame.rgb, frame.depth, None, frame.intrinsics)
+        for index, (frame, pose) in enumerate(zip(keyframes, odometry, strict=True))
+    ]
+    closing = [u for u in updates if u.loops]
+    assert closing and closing[-1].optimization is not None and closing[-1].optimization.converged
+    last = len(keyframes) - 1
+    truth_end = keyframes[-1].pose
+    drift_before = np.linalg.norm(odometry[-1][:3, 3] - truth_end[:3, 3])
+    drift_after = np.linalg.norm(backend.keyframe_poses()[last][:3, 3] - truth_end[:3, 3])
+    assert drift_before > 0.005
+    assert drift_after * 5.0 <= drift_before, (drift_before, drift_after)
+    # A tracked frame is moved with its keyframe; correction() is the map <- odom transform.
+    np.testing.assert_allclose(backend.correct(odometry[-1], last), backend.keyframe_poses()[last], atol=1e-9)
+    np.testing.assert_allclose(backend.correction() @ odometry[-1], backend.keyframe_poses()[last], atol=1e-9)
+    assert rotation_angle(backend.correction()[:3, :3]) > 0.0
+    assert len(backend.map) > 0 and backend.map_cloud().frame_id == "odom"
+
+
+def test_backend_without_loop_closure_keeps_odometry_and_bounds_the_map(keyframes) -> None:
+    config = BackendConfig(
+        loop=None, map=KeyframeMapConfig(map=VoxelMapConfig(voxel_size_m=0.01, max_points=700), max_keyframes=5)
+    )
+    backend = SlamBackend(config)
+    odometry = _drifting_odometry(keyframes, se3_exp([0.01, 0, 0, 0, 0, 0]))
+    for index, (frame, pose) in enumerate(zip(keyframes, odometry, strict=True)):
+        update = backend.add_keyframe(index, pose, frame.rgb, frame.depth, None, frame.intrinsics)
+        assert update.loops == () and update.optimization is None
+        assert len(backend.map) <= 700
+    for index, pose in backend.keyframe_poses().items():
+        np.testing.assert_allclose(pose, odometry[index], atol=1e-9)
+    np.testing.assert_allclose(backend.correction(), np.eye(4), atol=1e-9)
+    backend.reset()
+    assert backend.keyframe_count == 0 and len(backend.map) == 0
+
+
+def test_backend_rejects_bad_input(keyframes) -> None:
+    backend = SlamBackend(BackendConfig(loop=SMALL_IMAGE_LOOP))
+    frame = keyframes[0]
+    backend.add_keyframe(0, frame.pose, frame.rgb, frame.depth, None, frame.intrinsics)
+    with pytest.raises(ValueError, match="already added"):
+        backend.add_keyframe(0, frame.pose, frame.rgb, frame.depth, None, frame.intrinsics)
+    with pytest.raises(ValueError, match="6x6"):
+        backend.add_keyframe(1, frame.pose, frame.rgb, frame.depth, None, frame.intrinsics, np.eye(3))
+    with pytest.raises(ValueError, match="must match"):
+        LoopDetector().add_keyframe(0, frame.rgb, frame.depth[:-1], frame.intrinsics)
+    with pytest.raises(KeyError, match="unknown keyframe"):
+        backend.correct(np.eye(4), 42)
+    with pytest.raises(LoopClosureConfigError, match="min_inliers"):
+        LoopClosureConfig(min_inliers=2)
+
+
+def test_odometry_information_converts_left_covariance_to_the_graph_convention() -> None:
+    backend = SlamBackend(BackendConfig(loop=None, odometry_sigma=(1e-6, 1e-6)))
+    relative = se3_exp([0.3, -0.1, 0.2, 0.1, 0.4, -0.2])  # T_previous_keyframe
+    covariance = np.diag([1e-4, 4e-4, 9e-4, 1e-5, 2e-5, 3e-5])  # left perturbation, previous frame
+    information = backend.odometry_information(relative, covariance)
+    # Monte-Carlo check: left-perturbed measurements give right-perturbation twists with that covariance.
+    rng = np.random.default_rng(0)
+    samples = rng.multivariate_normal(np.zeros(6), covariance, 4000)
+    twists = np.stack([se3_log(invert(relative) @ se3_exp(d) @ relative) for d in samples])
+    np.testing.assert_allclose(np.linalg.inv(information), np.cov(twists.T), rtol=0.1, atol=2e-6)
+    drift_model = backend.odometry_information(relative, None)
+    assert np.allclose(drift_model, np.diag(np.diag(drift_model))) and np.all(np.diag(drift_model) > 0)
+
+
+def test_backend_repairs_slightly_non_orthonormal_poses_and_refuses_broken_ones(keyframes) -> None:
+    backend = SlamBackend(BackendConfig(loop=None))
+    frame = keyframes[0]
+    pose = frame.pose.copy()
+    pose[:3, :3] *= 1.0 + 1e-7
+    backend.add_keyframe(0, pose, frame.rgb, frame.depth, None, frame.intrinsics)
+    repaired = backend.keyframe_poses()[0][:3, :3]
+    np.testing.assert_allclose(repaired @ repaired.T, np.eye(3), atol=1e-12)
+    broken = frame.pose.copy()
+    broken[:3, :3] *= 1.1
+    with pytest.raises(PoseGraphError, match="not orthonormal"):
+        backend.add_keyframe(1, broken, frame.rgb, frame.depth, None, frame.intrinsics)

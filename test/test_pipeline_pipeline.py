@@ -1,0 +1,177 @@
+"""The ROS-free composition: config from parameters, stage switches, one pass over a short sequence."""
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from geovis_ros.data.synth import SynthConfig, render_sequence
+from geovis_ros.geometry.camera import Intrinsics
+from geovis_ros.pipeline.frame import Frame, TrackingState
+from geovis_ros.pipeline.pipeline import (
+    PIPELINE_PARAMETERS,
+    STAGES,
+    Pipeline,
+    PipelineConfig,
+    network_input_width,
+    pipeline_config_from_parameters,
+)
+from geovis_ros.pipeline.run_report import json_ready, timing_metrics, trajectory_metrics
+from geovis_ros.pipeline.visuals import colored_depth, frustum_lines
+
+TORCH = {"backend": "torch", "device": "cpu"}
+
+
+def test_config_from_parameters_maps_every_pipeline_parameter(tmp_path):
+    values = {
+        "backend": "onnxruntime", "device": "cpu", "precision": "fp16", "engine_cache_dir": str(tmp_path),
+        "model_depth": "/models/d.onnx", "model_flow": "/models/f.onnx", "input_width": 160, "input_height": 100,
+        "odometry_method": "features", "odom_frame": "world", "map_voxel_size": 0.1, "map_max_points": 5000,
+        "points_stride": 4,
+    }
+    assert set(values) == set(PIPELINE_PARAMETERS)
+    config = pipeline_config_from_parameters(values, ("depth", "odometry"))
+    assert config.stages == ("depth", "odometry")
+    engine = config.depth_network.engine
+    assert (engine.backend, engine.device, engine.precision, engine.engine_cache_dir) == (
+        "onnxruntime", "cpu", "fp16", Path(tmp_path))
+    assert config.flow_network.engine == engine  # one runtime for every network
+    assert config.depth_network.model_path == "/models/d.onnx" and config.flow_network.model_path == "/models/f.onnx"
+    assert config.depth_network.input_width == 160 and config.max_network_height == 100
+    assert config.odometry_config.method == "features" and config.odom_frame == "world"
+    assert config.mapping_config.map.map.voxel_size_m == 0.1 and config.mapping_config.map.map.max_points == 5000
+    assert config.cloud.stride == 4
+
+
+def test_config_defaults_match_the_node_parameter_defaults():
+    config = pipeline_config_from_parameters({"backend": "auto", "input_width": 320, "input_height": 240,
+                                              "odom_frame": "odom", "points_stride": 2})
+    assert config.stages == STAGES
+    assert config.depth_network.input_width == 320 and config.max_network_height == 240
+    assert config.cloud.stride == 2 and config.odom_frame == "odom"
+
+
+@pytest.mark.parametrize(("values", "stages", "message"), [
+    ({"backend": "cuda-magic"}, STAGES, "backend"),
+    ({"odometry_method": "orb"}, STAGES, "method"),
+    ({}, ("depth", "teleport"), "teleport"),
+    ({}, ("odometry",), "needs the depth stage"),
+    ({}, ("depth", "mapping"), "needs the odometry stage"),
+])
+def test_config_refuses_bad_values_naming_them(values, stages, message):
+    with pytest.raises(ValueError, match=message):
+        pipeline_config_from_parameters(values, stages)
+
+
+@pytest.mark.parametrize(("image", "box", "expected"), [
+    ((640, 480), (320, 240), 320),
+    ((1280, 720), (320, 240), 320),
+    ((480, 640), (320, 240), 180),  # portrait: the height bound decides
+    ((64, 48), (320, 240), 64),  # never enlarged
+    ((640, 480), (320, 0), 320),
+])
+def test_network_input_width_fits_the_box_without_enlarging(image, box, expected):
+    assert network_input_width(*image, *box) == expected
+
+
+@pytest.fixture(scope="module")
+def sequence():
+    return list(render_sequence(SynthConfig(scene="room", trajectory="handheld", frames=16, width=96, height=72,
+                                            seed=2), with_flow=False))
+
+
+@pytest.fixture(scope="module")
+def full_run(sequence):
+    pipeline = Pipeline(pipeline_config_from_parameters({**TORCH, "points_stride": 1}))
+    results = [pipeline(Frame(f.stamp_ns, f.rgb, f.intrinsics, "cam")) for f in sequence]
+    return pipeline, results
+
+
+def test_full_pipeline_gives_every_output_per_frame(full_run, sequence):
+    pipeline, results = full_run
+    assert len(results) == len(sequence)
+    assert results[0].flow is None and all(r.flow is not None for r in results[1:])
+    for result in results:
+        assert result.depth.depth.shape == (72, 96) and result.depth.std.shape == (72, 96)
+        assert result.odometry.pose.shape == (4, 4) and result.odometry.covariance.shape == (6, 6)
+        assert result.points.frame_id == "cam" and result.points.xyz.dtype == np.float32
+        assert set(result.timings_ms) == {"depth", "flow", "odometry", "points", "mapping", "total"}
+        assert result.timings_ms["total"] >= result.timings_ms["depth"] > 0
+    assert results[0].odometry.state is TrackingState.INITIALIZING
+    np.testing.assert_allclose(results[0].odometry.pose, np.eye(4))
+    description = pipeline.describe()
+    for key in ("stages", "depth_backend", "flow_backend", "tracking_state", "keyframes", "map_points", "total_ms"):
+        assert key in description
+    assert description["depth_backend"] == "torch"
+
+
+def test_finish_maps_the_active_keyframe_in_the_odom_frame(full_run):
+    pipeline, _ = full_run
+    version = pipeline.map_version
+    pipeline.finish()
+    assert pipeline.map_version > version
+    cloud = pipeline.map_cloud()
+    assert cloud.frame_id == "odom" and cloud.xyz.shape == cloud.rgb.shape and np.isfinite(cloud.xyz).all()
+    poses = pipeline.keyframe_poses()
+    assert poses and all(p.shape == (4, 4) for p in poses.values())
+    np.testing.assert_allclose(poses[min(poses)], np.eye(4), atol=1e-9)  # odom = the first keyframe
+
+
+def test_reset_restarts_the_stream(sequence):
+    pipeline = Pipeline(pipeline_config_from_parameters(TORCH, ("depth", "flow")))
+    frames = [Frame(f.stamp_ns, f.rgb, f.intrinsics) for f in sequence[:3]]
+    assert pipeline(frames[0]).flow is None and pipeline(frames[1]).flow is not None
+    pipeline.reset()
+    assert pipeline(frames[2]).flow is None
+    assert pipeline.map_cloud().xyz.shape == (0, 3) and pipeline.keyframe_poses() == {}
+
+
+def test_depth_only_pipeline_survives_black_and_resized_frames():
+    pipeline = Pipeline(pipeline_config_from_parameters(TORCH, ("depth",)))
+    small = Intrinsics(40.0, 40.0, 31.5, 23.5, 64, 48)
+    black = pipeline(Frame(1, np.zeros((48, 64, 3), np.uint8), small))
+    assert black.depth.depth.shape == (48, 64) and black.flow is None and black.odometry is None
+    large = pipeline(Frame(2, np.full((72, 96, 3), 128, np.uint8), small.resized(96, 72)))
+    assert large.depth.depth.shape == (72, 96)
+    assert set(large.timings_ms) == {"depth", "points", "total"}
+
+
+def test_visuals_colour_depth_and_draw_frustums():
+    depth = np.linspace(1.0, 5.0, 12, dtype=np.float32).reshape(3, 4)
+    depth[0, 0] = np.nan
+    image = colored_depth(depth)
+    assert image.shape == (3, 4, 3) and image.dtype == np.uint8 and not image[0, 0].any()
+    assert image[0, 1].sum() > image[2, 3].sum()  # near is brighter
+    assert not colored_depth(np.full((2, 2), np.nan, np.float32)).any()
+    pose = np.eye(4)
+    pose[:3, 3] = [1.0, 2.0, 3.0]
+    lines = frustum_lines(np.stack([np.eye(4), pose]), Intrinsics(10.0, 10.0, 4.5, 3.5, 10, 8), depth_m=1.0)
+    assert lines.shape == (32, 3)
+    np.testing.assert_allclose(lines[0], 0.0)  # first ray starts at the optical centre
+    np.testing.assert_allclose(lines[16], [1.0, 2.0, 3.0])
+    np.testing.assert_allclose(lines[1], [-0.45, -0.35, 1.0])
+
+
+def test_run_report_scores():
+    poses = np.tile(np.eye(4), (5, 1, 1))
+    poses[:, :2, 3] = [[0, 0], [1, 0], [1, 1], [0, 1], [0, 2]]  # 4 m, not collinear
+    stamps = np.arange(5) * 100_000_000
+    shifted = poses.copy()
+    shifted[:, 2, 3] += 3.0  # a rigid offset: aligned away
+    scores, evaluation = trajectory_metrics(stamps, poses, stamps, shifted)
+    assert scores["ate_rmse_m"] == pytest.approx(0.0, abs=1e-9)
+    assert scores["trajectory_length_m"] == pytest.approx(4.0) and evaluation is not None
+    empty, none = trajectory_metrics([], np.zeros((0, 4, 4)), stamps, poses)
+    assert none is None and math.isnan(empty["ate_rmse_m"]) and empty["estimated_length_m"] == pytest.approx(4.0)
+    timing = timing_metrics([900.0, 800.0, 10.0, 20.0, 30.0], [1.0, 2.0, 2.1, 2.2, 2.3])
+    assert timing["fps"] == pytest.approx(10.0) and timing["latency_ms_p50"] == pytest.approx(20.0)
+    assert json_ready({"a": float("nan"), "b": np.float32(1.5), "c": [np.int64(2)]}) == {"a": None, "b": 1.5,
+                                                                                         "c": [2]}
+
+
+def test_pipeline_config_validates_itself():
+    with pytest.raises(ValueError, match="max_network_height"):
+        PipelineConfig(max_network_height=-1)
+    with pytest.raises(ValueError, match="odom_frame"):
+        PipelineConfig(odom_frame="")

@@ -104,10 +104,10 @@ def test_depth_png_round_trip_within_a_millimetre(tmp_path, rng):
     depth = rng.uniform(0.2, 30.0, (H, W)).astype(np.float32)
     depth[0, 0] = np.nan
     depth[0, 1] = -1.0
-    depth[0, 2] = 100.0  # beyond 65.535 m: clipped
+    depth[0, 2] = 100.0  # beyond 65.535 m: not representable, so invalid
     write_depth_png(tmp_path / "d.png", depth)
     raw = cv2.imread(str(tmp_path / "d.png"), cv2.IMREAD_UNCHANGED)
-    assert raw.dtype == np.uint16 and raw[0, 0] == 0 and raw[0, 1] == 0 and raw[0, 2] == 65535
+    assert raw.dtype == np.uint16 and raw[0, 0] == 0 and raw[0, 1] == 0 and raw[0, 2] == 0
     back = read_depth_png(tmp_path / "d.png")
     assert np.isnan(back[0, :2]).all()
     np.testing.assert_allclose(back[1:], depth[1:], atol=0.5e-3 + 1e-6)

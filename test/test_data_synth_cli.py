@@ -99,3 +99,31 @@ def test_preview_needs_a_png_name(tmp_path: Path, capsys):
 def test_bench_prints_frames_per_second(capsys):
     assert main(["dataset", "bench", "--frames", "2", "--size", "32x24", "--scene", "street"]) == 0
     assert "frames/s" in capsys.readouterr().out
+
+
+def test_a_failing_bag_writer_stops_the_run_with_its_error(tmp_path: Path, monkeypatch, capsys):
+    import geovis_ros.data.bag as bag
+    from geovis_ros.data.image_io import DatasetError
+
+    consumed = []
+
+    def broken_writer(path, frames, storage="sqlite3", with_depth=False):
+        for frame in frames:
+            consumed.append(frame.name)
+            raise DatasetError(f"{path}: disk full")
+
+    monkeypatch.setattr(bag, "write_bag", broken_writer)
+    out = tmp_path / "seq"
+    assert main(["dataset", "synth", "--out", str(out), "--bag", "--frames", "20", "--size", "32x24"]) == 2
+    assert "disk full" in capsys.readouterr().err
+    assert consumed == ["000000"]
+    assert len(list((out / "rgb").glob("*.png"))) < 20  # rendering stopped early
+
+
+def test_bag_can_carry_depth(tmp_path: Path):
+    from geovis_ros.data.bag import BagSequence
+
+    out = tmp_path / "seq"
+    assert main(["dataset", "synth", "--out", str(out), "--bag", "--bag-depth", *SMALL]) == 0
+    frames = list(BagSequence(out / "bag"))
+    assert frames[0].depth is not None and np.isfinite(frames[0].depth).all()

@@ -11,6 +11,7 @@ import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Odometry, Path
+from rclpy.exceptions import InvalidParameterValueException
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
@@ -246,10 +247,10 @@ def test_odometry_node_publishes_odom_and_path_and_resets_on_clock_jump(ros, roo
     pose, covariance = matrix_from_odometry(odom[-1])
     assert np.isfinite(pose).all() and np.all(np.linalg.eigvalsh(covariance) >= -1e-12)
     np.testing.assert_allclose(matrix_from_odometry(odom[0])[0], np.eye(4), atol=1e-9)
-    assert len(probe.received["path"][-1].poses) == 6
+    assert probe.wait("path", 6) and len(probe.received["path"][-1].poses) == 6
     play(probe, room[:2], "odom")  # 10 s back in time (bag loop): a new odometry frame starts
     np.testing.assert_allclose(matrix_from_odometry(probe.received["odom"][6])[0], np.eye(4), atol=1e-9)
-    assert len(probe.received["path"][-1].poses) == 2
+    assert probe.wait("path", 8) and len(probe.received["path"][-1].poses) == 2
     assert node.diagnostic_values()["tracking_state"] in {"tracking", "initializing", "lost", "relocalized"}
 
 
@@ -288,8 +289,10 @@ def test_pipeline_node_declares_every_parameter_and_prunes_unpublished_flow(ros)
 
 
 def test_invalid_parameters_are_refused_naming_the_parameter(ros):
-    with pytest.raises(ValueError, match="points_stride must be >= 1"):
+    with pytest.raises(InvalidParameterValueException, match="points_stride"):
         ros.start(DepthNode, "/bad_stride", points_stride=0)
+    with pytest.raises(FileNotFoundError, match="model_depth: no such file"):
+        ros.start(DepthNode, "/bad_model", model_depth="/nonexistent/depth.onnx")
     with pytest.raises(ValueError, match="odometry_method must be one of direct, features"):
         ros.start(OdometryNode, "/bad_method", odometry_method="magic")
     probe = ros.start(MappingNode, "/bad_rate_test")

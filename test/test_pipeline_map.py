@@ -89,11 +89,13 @@ def test_voxel_keys_are_unique_per_voxel_and_flag_unrepresentable_points() -> No
 def test_voxel_downsample_averages_points_and_colours() -> None:
     xyz = np.array([[0.01, 0.0, 0.0], [0.03, 0.0, 0.0], [1.0, 1.0, 1.0]], dtype=np.float32)
     rgb = np.array([[0, 0, 0], [100, 50, 20], [255, 255, 255]], dtype=np.uint8)
-    _, mean_xyz, mean_rgb, counts = voxel_downsample(xyz, rgb, 0.1)
-    order = np.argsort(counts)[::-1]
-    np.testing.assert_allclose(mean_xyz[order[0]], [0.02, 0.0, 0.0], atol=1e-7)
-    np.testing.assert_allclose(mean_rgb[order[0]], [50, 25, 10])
-    np.testing.assert_array_equal(counts[order], [2, 1])
+    voxels = voxel_downsample(xyz, rgb, 0.1, ticks=np.array([3, 7, 5]))
+    order = np.argsort(voxels.counts)[::-1]
+    np.testing.assert_allclose(voxels.xyz[order[0]], [0.02, 0.0, 0.0], atol=1e-7)
+    np.testing.assert_allclose(voxels.rgb[order[0]], [50, 25, 10])
+    np.testing.assert_array_equal(voxels.counts[order], [2, 1])
+    np.testing.assert_array_equal(voxels.ticks[order], [7, 5])
+    assert np.all(np.diff(voxels.keys) > 0)
 
 
 def test_voxel_map_running_mean_over_updates() -> None:
@@ -183,6 +185,32 @@ def test_keyframe_map_rebuild_moves_points_with_updated_poses() -> None:
     assert after.shape == before.shape
     expected = transform_points(shift, before)
     np.testing.assert_allclose(np.sort(after, axis=0), np.sort(expected, axis=0), atol=0.03)
+
+
+def test_batched_rebuild_matches_one_by_one_insertion() -> None:
+    config = KeyframeMapConfig(map=VoxelMapConfig(voxel_size_m=0.05, max_points=100_000), keyframe_voxel_size_m=0.02)
+    keyframe_map = KeyframeMap(config)
+    for index in range(40):
+        keyframe_map.add_keyframe(index, se3_exp([0.05 * index, 0.0, 0.0, 0.0, 0.01 * index, 0.0]),
+                                  _cloud_in_front(index, 300))
+    sequential = keyframe_map.cloud()
+    sequential_counts = keyframe_map.voxels.counts()
+    keyframe_map.rebuild()
+    rebuilt = keyframe_map.cloud()
+    np.testing.assert_allclose(rebuilt.xyz, sequential.xyz, atol=1e-5)
+    np.testing.assert_array_equal(keyframe_map.voxels.counts(), sequential_counts)
+    assert np.max(np.abs(rebuilt.rgb.astype(int) - sequential.rgb)) <= 1
+
+
+def test_rebuild_of_a_full_map_keeps_the_most_recent_keyframes() -> None:
+    config = KeyframeMapConfig(map=VoxelMapConfig(voxel_size_m=0.1, max_points=400), keyframe_voxel_size_m=0.1)
+    keyframe_map = KeyframeMap(config)
+    for index in range(30):  # keyframes side by side along x: each sees fresh space
+        keyframe_map.add_keyframe(index, se3_exp([2.5 * index, 0.0, 0.0, 0.0, 0.0, 0.0]), _cloud_in_front(index))
+    keyframe_map.rebuild()
+    xs = keyframe_map.cloud().xyz[:, 0]
+    assert len(keyframe_map) <= 400
+    assert xs.max() > 2.5 * 29 and xs.min() > 2.5 * 20
 
 
 def test_ply_round_trip(tmp_path) -> None:

@@ -246,7 +246,8 @@ def read_depth_png(
 def write_depth_png(path: Path, depth_m: NDArray[np.floating], scale: float = 1000.0) -> None:
     """Write depth (H, W) metres as a 16-bit PNG of round(depth * ``scale``).
 
-    NaN, infinite and non-positive depths become 0 (invalid); values beyond 65535 are clipped.
+    NaN, infinite and non-positive depths become 0 (invalid), and so do depths beyond
+    65535 / ``scale`` (e.g. sky in a street scene): a clipped value would be a wrong depth.
     """
     path = Path(path)
     depth = np.asarray(depth_m, dtype=np.float64)
@@ -254,8 +255,10 @@ def write_depth_png(path: Path, depth_m: NDArray[np.floating], scale: float = 10
         raise DatasetError(f"{path}: expected depth of shape (H, W), got {depth.shape}")
     if not scale > 0:
         raise DatasetError(f"{path}: depth scale must be > 0, got {scale}")
-    valid = np.isfinite(depth) & (depth > 0)
-    raw = np.clip(np.rint(np.where(valid, depth, 0.0) * scale), 0, 65535).astype(np.uint16)
+    with np.errstate(invalid="ignore"):
+        scaled = np.rint(depth * scale)
+        valid = np.isfinite(scaled) & (scaled > 0) & (scaled <= np.iinfo(np.uint16).max)
+    raw = np.where(valid, scaled, 0.0).astype(np.uint16)
     _imwrite(path, raw)
 
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
 from geovis_ros.data.sequence import SequenceFrame
 from geovis_ros.data.textures import PROCEDURAL_KINDS, TextureBank, build_texture_bank
@@ -160,6 +160,12 @@ class _MoverStyle:
     clearance: float  # minimum distance to the camera centre at every frame, metres
 
 
+def _triple(values: ArrayLike) -> tuple[float, float, float]:
+    """Three floats from an array-like of length 3."""
+    x, y, z = np.asarray(values, dtype=float).reshape(3)
+    return float(x), float(y), float(z)
+
+
 class _SceneBuilder:
     """Collects a scene's static shapes and camera path; rejects furniture the camera would hit."""
 
@@ -200,39 +206,40 @@ class _SceneBuilder:
 
         textures = [pick() for _ in range(count)]
         base_tint = rng.uniform(0.8, 1.0, 3)
-        tints = [tuple(float(c) for c in base_tint * rng.uniform(0.9, 1.0)) for _ in range(FACE_COUNT)]
+        tints = tuple(_triple(base_tint * rng.uniform(0.9, 1.0)) for _ in range(FACE_COUNT))
         return Material(
             textures=tuple(textures * (FACE_COUNT // count)),
-            tints=tuple(tints),  # type: ignore[arg-type]
+            tints=tints,
             tile_m=float(rng.uniform(*tile_m)),
             offset=(float(rng.random()), float(rng.random())),
         )
 
-    def add(self, kind: ShapeKind, half_size, pose: NDArray[np.float64], material: Material,
+    def add(self, kind: ShapeKind, half_size: ArrayLike, pose: NDArray[np.float64], material: Material,
             hollow: bool = False) -> bool:
         """Add a static shape unless it comes within the clearance of a camera position."""
-        half = tuple(float(x) for x in half_size)
+        half = _triple(half_size)
         if not hollow and self.camera_poses is not None:
             distance = signed_distance(kind, half, pose, self.camera_poses[:, :3, 3])
             if distance.min() < self.clearance:
                 return False
-        self.shapes.append(Shape(kind, half, pose, material, hollow=hollow))  # type: ignore[arg-type]
+        self.shapes.append(Shape(kind, half, pose, material, hollow=hollow))
         return True
 
-    def box(self, center, half_size, material: Material, yaw: float = 0.0, hollow: bool = False) -> bool:
+    def box(self, center: ArrayLike, half_size: ArrayLike, material: Material, yaw: float = 0.0,
+            hollow: bool = False) -> bool:
         """Add a box (see :meth:`add`)."""
         return self.add(ShapeKind.BOX, half_size, shape_pose(center, yaw), material, hollow)
 
-    def sphere(self, center, radius: float, material: Material) -> bool:
+    def sphere(self, center: ArrayLike, radius: float, material: Material) -> bool:
         """Add a sphere (see :meth:`add`)."""
         return self.add(ShapeKind.SPHERE, (radius, radius, radius), shape_pose(center), material)
 
-    def wall_quad(self, center, normal_yaw: float, half_size, material: Material) -> bool:
+    def wall_quad(self, center: ArrayLike, normal_yaw: float, half_size: ArrayLike, material: Material) -> bool:
         """Add a vertical quad (a poster) facing the horizontal direction ``normal_yaw`` (rad)."""
         c, s = math.cos(normal_yaw), math.sin(normal_yaw)
         rotation = np.array([[-s, 0.0, c], [c, 0.0, s], [0.0, 1.0, 0.0]])  # local x along wall, y up, z out
-        return self.add(ShapeKind.QUAD, (half_size[0], half_size[1], 0.0), shape_pose(center, rotation=rotation),
-                        material)
+        width, height = np.asarray(half_size, dtype=float)[:2]
+        return self.add(ShapeKind.QUAD, (width, height, 0.0), shape_pose(center, rotation=rotation), material)
 
 
 # ------------------------------------------------------------------------------------- scenes
@@ -473,12 +480,12 @@ def _add_movers(
     for index in range(count):
         for _ in range(_PLACEMENT_ATTEMPTS):
             if rng.random() < 0.5:
-                kind, half = ShapeKind.BOX, tuple(rng.uniform(*style.half_size, 3))
+                kind, half = ShapeKind.BOX, _triple(rng.uniform(*style.half_size, 3))
             else:
-                r = rng.uniform(*style.half_size)
-                kind, half = ShapeKind.SPHERE, (r, r, r)
-            radius = float(np.linalg.norm(half)) if kind == ShapeKind.BOX else half[0]
-            poses = _mover_poses(rng, style, b.camera_poses, b.config.fps, radius)
+                kind, half = ShapeKind.SPHERE, _triple(np.full(3, rng.uniform(*style.half_size)))
+            material = b.material((0.1, 0.5))
+            shape = Shape(kind, half, np.eye(4), material, body=len(bodies) + 1)
+            poses = _mover_poses(rng, style, b.camera_poses, b.config.fps, shape.bounding_radius)
             if signed_distance(kind, half, poses, cameras).min() >= style.clearance:
                 break
         else:
@@ -486,7 +493,7 @@ def _add_movers(
                 f"could not place moving object {index + 1} of {count} clear of the camera in the "
                 f"{b.config.scene} scene; use fewer moving objects or another seed"
             )
-        b.shapes.append(Shape(kind, half, np.eye(4), b.material((0.1, 0.5)), body=len(bodies) + 1))
+        b.shapes.append(shape)
         bodies.append(poses)
     return bodies
 

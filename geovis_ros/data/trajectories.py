@@ -10,8 +10,9 @@ Motion models (all smooth: sums of sinusoids, no random walks):
   tenths of a degree of hand tremor at 0.7-3 Hz;
 - ``driving``: constant ``drive_speed`` at ``drive_height``, heading along the path (yaw changes
   where the path bends), tiny vibration;
-- ``drone``: ``drone_speed`` with altitude changes through the space's height range, banking;
-- ``rotation``: fixed position, panning / tilting / rolling up to ~2 rad/s;
+- ``drone``: ``drone_speed`` with altitude changes through the space's height range, looking
+  somewhat down, with slow yaw / pitch / roll swings;
+- ``rotation``: fixed position, panning / tilting / rolling at up to about 1 rad/s;
 - ``standstill``: one constant pose;
 - ``loop``: one closed lap at up to 1.5 x ``walk_speed`` (short sequences make small loops):
   frame F (one past the last) would be frame 0, so the last frame is one step from the start
@@ -220,7 +221,9 @@ class _ClosedCurve:
         return np.stack([np.interp(s, self.arc, self.points[:, c]) for c in range(2)], axis=-1)
 
 
-def _heading(path_xy: Callable[[NDArray[np.float64]], NDArray[np.float64]], times: NDArray[np.float64]):
+def _heading(
+    path_xy: Callable[[NDArray[np.float64]], NDArray[np.float64]], times: NDArray[np.float64]
+) -> NDArray[np.float64]:
     """Yaw (F,) of the direction of travel of a path xy(t), by central differences."""
     delta = path_xy(times + _DERIVATIVE_STEP_S) - path_xy(times - _DERIVATIVE_STEP_S)
     return np.unwrap(np.arctan2(delta[:, 1], delta[:, 0]))

@@ -170,18 +170,12 @@ class World:
             "half": np.array([s.half_size for s in shapes], dtype=np.float32).reshape(-1, 3),
             "pose": np.array([s.pose for s in shapes], dtype=np.float64).reshape(-1, 4, 4),
             "body": np.array([s.body for s in shapes], dtype=np.int64),
-            "radius": np.array([s.bounding_radius for s in shapes], dtype=np.float64),
             "hollow": np.array([s.hollow for s in shapes], dtype=bool),
             "textures": np.array([s.material.textures for s in shapes], dtype=np.int64).reshape(-1, FACE_COUNT),
             "tints": np.array([s.material.tints for s in shapes], dtype=np.float32).reshape(-1, FACE_COUNT, 3),
             "tile": np.array([s.material.tile_m for s in shapes], dtype=np.float64),
             "offset": np.array([s.material.offset for s in shapes], dtype=np.float64).reshape(-1, 2),
         }
-
-    @property
-    def shape_bodies(self) -> NDArray[np.int64]:
-        """(S,) body index of every shape."""
-        return self._packed["body"]
 
     def shape_poses(self, frame: int) -> NDArray[np.float64]:
         """(S, 4, 4) T_world_shape of every shape at ``frame``."""
@@ -242,7 +236,9 @@ def _matmul(vectors: NDArray[np.floating], matrix: NDArray[np.floating]) -> NDAr
     return vectors @ np.ascontiguousarray(matrix, dtype=vectors.dtype)
 
 
-def _intersect_box(origin: NDArray[np.float32], dirs: NDArray[np.float32], half: NDArray[np.float32]):
+def _intersect_box(
+    origin: NDArray[np.float32], dirs: NDArray[np.float32], half: NDArray[np.float32]
+) -> NDArray[np.float32]:
     """Ray parameters (n,) of the first box hit ahead of the origin (the exit face from inside).
 
     ``origin`` (3,) and ``dirs`` (3, n) are in the box frame; misses give inf.
@@ -260,7 +256,9 @@ def _intersect_box(origin: NDArray[np.float32], dirs: NDArray[np.float32], half:
     return np.where((far >= near) & (hit > HIT_EPSILON), hit, np.inf)
 
 
-def _intersect_sphere(origin: NDArray[np.float32], dirs: NDArray[np.float32], half: NDArray[np.float32]):
+def _intersect_sphere(
+    origin: NDArray[np.float32], dirs: NDArray[np.float32], half: NDArray[np.float32]
+) -> NDArray[np.float32]:
     """Ray parameters (n,) of the first sphere hit ahead of the origin (sphere frame, (3, n) dirs)."""
     a = dirs[0] * dirs[0] + dirs[1] * dirs[1] + dirs[2] * dirs[2]
     b = origin[0] * dirs[0] + origin[1] * dirs[1] + origin[2] * dirs[2]
@@ -273,7 +271,9 @@ def _intersect_sphere(origin: NDArray[np.float32], dirs: NDArray[np.float32], ha
     return np.where((discriminant >= 0) & (hit > HIT_EPSILON), hit, np.inf)
 
 
-def _intersect_quad(origin: NDArray[np.float32], dirs: NDArray[np.float32], half: NDArray[np.float32]):
+def _intersect_quad(
+    origin: NDArray[np.float32], dirs: NDArray[np.float32], half: NDArray[np.float32]
+) -> NDArray[np.float32]:
     """Ray parameters (n,) of hits with the rectangle |x| <= hx, |y| <= hy of the plane z = 0."""
     with np.errstate(divide="ignore", invalid="ignore"):
         t = -origin[2] / dirs[2]
@@ -307,7 +307,9 @@ def screen_windows(
     with np.errstate(divide="ignore", invalid="ignore"):
         u = intrinsics.fx * in_camera[..., 0] / z + intrinsics.cx
         v = intrinsics.fy * in_camera[..., 1] / z + intrinsics.cy
-    windows = np.stack([u.min(axis=1), u.max(axis=1), v.min(axis=1), v.max(axis=1)], axis=1)
+    margin = 1e-3  # pixels: rounding insurance for rays grazing a silhouette
+    windows = np.stack([u.min(axis=1) - margin, u.max(axis=1) + margin, v.min(axis=1) - margin,
+                        v.max(axis=1) + margin], axis=1)
     straddles = (z.min(axis=1) <= HIT_EPSILON) | packed["hollow"]
     windows[straddles] = (-np.inf, np.inf, -np.inf, np.inf)
     windows[z.max(axis=1) <= HIT_EPSILON] = _EMPTY_WINDOW
@@ -416,8 +418,13 @@ def camera_rays(intrinsics: Intrinsics) -> NDArray[np.float32]:
     return rays
 
 
-def _surface_frame(kind: int, local: NDArray[np.float32], half: NDArray[np.float32], local_dirs):
-    """Face (N,), surface coordinates (N, 2) in metres and unit local normals (N, 3) of hit points."""
+def _surface_frame(
+    kind: int, local: NDArray[np.float32], half: NDArray[np.float32], local_dirs: NDArray[np.float32]
+) -> tuple[NDArray[np.int64], NDArray[np.float32], NDArray[np.float32]]:
+    """Face (N,), surface coordinates (N, 2) in metres and unit local normals (N, 3) of hit points.
+
+    ``local`` (N, 3) are the hit points and ``local_dirs`` (N, 3) the ray directions, shape frame.
+    """
     n = len(local)
     if kind == ShapeKind.QUAD:
         axis = np.full(n, 2)

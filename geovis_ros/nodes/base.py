@@ -15,6 +15,7 @@ from typing import Any
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
@@ -232,11 +233,19 @@ class PerceptionNode(Node):
 
 
 def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> None:
-    """``main()`` of every node: init, spin until SIGINT/SIGTERM, shut down without a traceback."""
+    """``main()`` of every node: init, spin until SIGINT/SIGTERM, shut down without a traceback.
+
+    A node that cannot start (invalid parameter, missing model file) logs one fatal line and
+    exits with status 2.
+    """
     rclpy.init(args=args)
     node = None
     try:
-        node = factory()
+        try:
+            node = factory()
+        except (ValueError, OSError, ParameterException) as err:  # bad parameter or file: one line, no traceback
+            rclpy.logging.get_logger("geovis_ros").fatal(f"cannot start: {err}")
+            raise SystemExit(2) from None
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass

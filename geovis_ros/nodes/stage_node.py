@@ -88,7 +88,11 @@ class StageNode(PerceptionNode):
     def __init__(self, node_name: str, **node_kwargs: Any) -> None:
         super().__init__(node_name, **node_kwargs)
         params = self.params
-        self.pipeline = Pipeline(pipeline_config_from_parameters(params, self.stages()))
+        try:
+            self.pipeline = Pipeline(pipeline_config_from_parameters(params, self.stages()))
+        except Exception:
+            self.destroy_node()  # stop the worker thread the base started
+            raise
         self.odom_frame = self.pipeline.config.odom_frame
         self._description: dict[str, str] = {}
         self._outputs: dict[str, Any] = {}
@@ -135,6 +139,8 @@ class StageNode(PerceptionNode):
     def process(self, frame: Frame, header: Header) -> None:
         """Run the pipeline on ``frame`` and publish its results with the input's stamp."""
         result = self.pipeline(frame)
+        if not self.context.ok():  # shut down while this frame was processed: nowhere to publish
+            return
         out_header = Header(stamp=header.stamp, frame_id=frame.frame_id)
         self._publish_depth(result, out_header)
         self._publish_flow(result, out_header)

@@ -59,15 +59,17 @@ class LoopClosureConfig:
         max_depth_step: keypoints whose neighbouring depths differ by more than this fraction
             (occlusion boundaries) get no 3D point.
         match_ratio: Lowe ratio test threshold for descriptor matches.
-        ransac_reprojection_px: PnP-RANSAC inlier threshold, pixels.
+        ransac_reprojection_px: PnP-RANSAC inlier threshold, pixels (these inliers are counted).
+        refine_reprojection_px: the final pose is refined on the matches within this many pixels.
         ransac_iterations: PnP-RANSAC iterations.
         min_inliers: PnP inliers needed to accept a loop.
         min_inlier_ratio: inliers / ratio-test matches needed to accept a loop.
         max_mutual_disagreement: (fraction of the median inlier depth, degrees) by which the
             relative poses from PnP in the two directions may differ.
         pixel_sigma: keypoint noise, pixels (scales the information matrix).
-        covariance_floor: (metres, radians) standard deviations added to the PnP covariance so
-            a loop edge never claims more precision than keyframe depth supports.
+        covariance_floor: (fraction of the median inlier depth, radians) standard deviations
+            added to the PnP covariance, so a loop edge never claims more precision than keyframe
+            depth (whose error grows with distance) supports.
         max_database_size: keyframes kept for retrieval; when full, the keyframe most similar
             to its stored neighbour in time is dropped (never one in the recent window).
 
@@ -84,12 +86,13 @@ class LoopClosureConfig:
     max_depth_step: float = 0.05
     match_ratio: float = 0.8
     ransac_reprojection_px: float = 3.0
+    refine_reprojection_px: float = 1.5
     ransac_iterations: int = 200
     min_inliers: int = 25
     min_inlier_ratio: float = 0.3
     max_mutual_disagreement: tuple[float, float] = (0.03, 2.0)
     pixel_sigma: float = 1.0
-    covariance_floor: tuple[float, float] = (0.01, 0.005)
+    covariance_floor: tuple[float, float] = (0.01, 0.003)
     max_database_size: int = 1000
 
     def __post_init__(self) -> None:
@@ -105,6 +108,7 @@ class LoopClosureConfig:
             "max_depth_step": self.max_depth_step > 0,
             "match_ratio": 0.0 < self.match_ratio <= 1.0,
             "ransac_reprojection_px": self.ransac_reprojection_px > 0,
+            "refine_reprojection_px": self.refine_reprojection_px > 0,
             "ransac_iterations": self.ransac_iterations >= 1,
             "min_inliers": self.min_inliers >= 6,
             "min_inlier_ratio": 0.0 <= self.min_inlier_ratio <= 1.0,
@@ -338,7 +342,7 @@ class LoopDetector:
         adjoint = adjoint_batch(pose_match_query_forward[None])[0]
         information_backward = adjoint.T @ pnp_information(points_match, match.intrinsics, cfg.pixel_sigma) @ adjoint
         information = information_forward + information_backward
-        floor_t, floor_r = cfg.covariance_floor
+        floor_t, floor_r = cfg.covariance_floor[0] * scene_depth, cfg.covariance_floor[1]
         try:
             # Information-weighted mean of the two estimates, linearised at the forward one.
             step = np.linalg.solve(information, information_backward @ disagreement)
@@ -383,18 +387,31 @@ class LoopDetector:
             return None
         inliers = inliers.ravel()
         rvec, tvec = cv2.solvePnPRefineLM(object_points[inliers], image_points[inliers], k.matrix, None, rvec, tvec)
-        pose_query_match = make_pose(cv2.Rodrigues(rvec)[0], tvec.ravel())
-        # Re-count inliers at the refined pose.
-        in_query = (object_points @ pose_query_match[:3, :3].T + pose_query_match[:3, 3]).astype(np.float32)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            projected = in_query[:, :2] / in_query[:, 2:3] * [k.fx, k.fy] + [k.cx, k.cy]
-            error = np.linalg.norm(projected - image_points, axis=1)
-        inlier_mask = (in_query[:, 2] > 0) & (error < cfg.ransac_reprojection_px)
+        inlier_mask = self._reprojection_error(object_points, image_points, k, rvec, tvec) < cfg.ransac_reprojection_px
         count = int(inlier_mask.sum())
         ratio = count / float(query_index.size)
         if count < cfg.min_inliers or ratio < cfg.min_inlier_ratio:
             return None
-        return pose_query_match, in_query[inlier_mask], ratio
+        # Final fit on the tightest matches only: loose RANSAC inliers include near-misses from
+        # repeated texture that bias the pose along its weakly observed direction.
+        tight = self._reprojection_error(object_points, image_points, k, rvec, tvec) < cfg.refine_reprojection_px
+        if int(tight.sum()) >= cfg.min_inliers:
+            inlier_mask = tight
+            rvec, tvec = cv2.solvePnPRefineLM(object_points[tight], image_points[tight], k.matrix, None, rvec, tvec)
+        pose_query_match = make_pose(cv2.Rodrigues(rvec)[0], tvec.ravel())
+        in_query = (object_points[inlier_mask] @ pose_query_match[:3, :3].T + pose_query_match[:3, 3])
+        return pose_query_match, in_query.astype(np.float32), ratio
+
+    @staticmethod
+    def _reprojection_error(
+        points: NDArray[np.float32], pixels: NDArray[np.float32], k: Intrinsics,
+        rvec: NDArray[np.float64], tvec: NDArray[np.float64],
+    ) -> NDArray[np.float64]:
+        """Pixel distance (N,) between ``pixels`` (N, 2) and the projections of ``points`` (N, 3); inf behind."""
+        projected, _ = cv2.projectPoints(points, rvec, tvec, k.matrix, None)
+        error = np.linalg.norm(projected.reshape(-1, 2) - pixels, axis=1)
+        camera_z = (points @ cv2.Rodrigues(rvec)[0].T + tvec.reshape(1, 3))[:, 2]
+        return np.where(camera_z > 0, error, np.inf)
 
     def _drop_redundant(self) -> None:
         """Drop the stored keyframe most similar to its predecessor (outside the recent window)."""

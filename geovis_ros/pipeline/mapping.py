@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -30,7 +30,8 @@ from geovis_ros.pipeline.frame import PointCloud
 
 _KEY_BITS = 21
 _KEY_BIAS = 1 << (_KEY_BITS - 1)  # voxel indices in [-2^20, 2^20) per axis
-_KEY_MASK = (1 << _KEY_BITS) - 1
+REBUILD_BATCH = 16
+"""Keyframe clouds fused per call when the map is rebuilt after a pose-graph update."""
 
 
 class MapConfigError(ValueError):
@@ -133,16 +134,39 @@ def voxel_keys(xyz: NDArray[np.floating], voxel_size_m: float) -> tuple[NDArray[
     return np.where(valid, keys, -1), valid
 
 
+@dataclass(frozen=True)
+class VoxelAggregate:
+    """Points averaged per voxel.
+
+    Attributes:
+        keys: (M,) int64 sorted unique voxel keys (see :func:`voxel_keys`).
+        xyz: (M, 3) float32 mean point, metres.
+        rgb: (M, 3) float32 mean colour in [0, 255].
+        counts: (M,) int64 points per voxel.
+        ticks: (M,) int64 largest tick of the voxel's points (0 when no ticks were given).
+
+    """
+
+    keys: NDArray[np.int64]
+    xyz: NDArray[np.float32]
+    rgb: NDArray[np.float32]
+    counts: NDArray[np.int64]
+    ticks: NDArray[np.int64]
+
+    def subset(self, index: NDArray[np.intp] | NDArray[np.bool_]) -> VoxelAggregate:
+        """The voxels selected by an index or mask (keys stay sorted for sorted indices)."""
+        return VoxelAggregate(self.keys[index], self.xyz[index], self.rgb[index], self.counts[index],
+                              self.ticks[index])
+
+
 def voxel_downsample(
-    xyz: NDArray[np.floating], rgb: NDArray[np.uint8], voxel_size_m: float
-) -> tuple[NDArray[np.int64], NDArray[np.float32], NDArray[np.float32], NDArray[np.int64]]:
-    """Average points (N, 3) metres and colours (N, 3) uint8 per voxel.
+    xyz: NDArray[np.floating], rgb: NDArray[np.uint8], voxel_size_m: float,
+    ticks: NDArray[np.integer] | None = None,
+) -> VoxelAggregate:
+    """Average points (N, 3) metres and colours (N, 3) uint8 per voxel of ``voxel_size_m``.
 
-    Returns:
-        ``(keys, mean_xyz, mean_rgb, counts)``: sorted unique voxel keys (M,) int64, mean point
-        (M, 3) float32, mean colour (M, 3) float32 in [0, 255], points per voxel (M,) int64.
-        Non-finite or out-of-range points are dropped.
-
+    ``ticks`` (N,) optionally tags each point with an observation time; each voxel keeps the
+    latest. Non-finite or out-of-range points are dropped.
     """
     keys, valid = voxel_keys(xyz, voxel_size_m)
     keys, xyz, rgb = keys[valid], np.asarray(xyz)[valid], np.asarray(rgb)[valid]
@@ -152,7 +176,11 @@ def voxel_downsample(
     for c in range(channels.shape[1]):  # bincount per channel: far faster than np.add.at
         sums[:, c] = np.bincount(inverse, weights=channels[:, c], minlength=unique.size)
     means = sums / counts[:, None]
-    return unique, means[:, :3].astype(np.float32), means[:, 3:].astype(np.float32), counts
+    voxel_ticks = np.zeros(unique.size, dtype=np.int64)
+    if ticks is not None:
+        np.maximum.at(voxel_ticks, inverse, np.asarray(ticks, dtype=np.int64)[valid])
+    return VoxelAggregate(unique, means[:, :3].astype(np.float32), means[:, 3:].astype(np.float32), counts,
+                          voxel_ticks)
 
 
 @dataclass(frozen=True)
@@ -203,6 +231,11 @@ class VoxelMap:
         """Number of occupied voxels (<= ``config.max_points``)."""
         return int(self._sorted_keys.size)
 
+    @property
+    def tick(self) -> int:
+        """Observation time of the latest :meth:`integrate` (0 after :meth:`clear`)."""
+        return self._tick
+
     def clear(self) -> None:
         """Drop every voxel (storage stays allocated)."""
         self._occupied[:] = False
@@ -211,71 +244,81 @@ class VoxelMap:
         self._tick = 0
 
     def integrate(
-        self, xyz: NDArray[np.floating], rgb: NDArray[np.uint8], viewpoint: ArrayLike | None = None
+        self, xyz: NDArray[np.floating], rgb: NDArray[np.uint8], viewpoint: ArrayLike | None = None,
+        ticks: NDArray[np.integer] | None = None,
     ) -> None:
         """Fuse points (N, 3) metres in the map frame with colours (N, 3) uint8.
 
         Points falling in an existing voxel update its running means and count; new voxels take
         free slots, evicting the least-recently observed voxels (farthest from ``viewpoint``
         (3,) metres first among equals; default: the centroid of ``xyz``) when the map is full.
+
+        Each call is one new observation time (:attr:`tick` + 1) unless ``ticks`` (N,) gives
+        per-point observation times, each > :attr:`tick` (e.g. keyframe order when rebuilding from
+        many keyframes in one call).
         """
         xyz = np.asarray(xyz)
         if xyz.ndim != 2 or xyz.shape[1] != 3 or np.shape(rgb) != xyz.shape:
             raise ValueError(f"xyz and rgb must both be (N, 3), got {xyz.shape} and {np.shape(rgb)}")
-        self._tick += 1
-        keys, mean_xyz, mean_rgb, counts = voxel_downsample(xyz, rgb, self.config.voxel_size_m)
-        if keys.size == 0:
+        if ticks is None:
+            self._tick += 1
+            batch = voxel_downsample(xyz, rgb, self.config.voxel_size_m)
+            batch = replace(batch, ticks=np.full(batch.keys.size, self._tick, dtype=np.int64))
+        else:
+            ticks = np.asarray(ticks, dtype=np.int64).reshape(-1)
+            if ticks.shape[0] != xyz.shape[0]:
+                raise ValueError(f"ticks must have one entry per point ({xyz.shape[0]}), got {ticks.shape[0]}")
+            batch = voxel_downsample(xyz, rgb, self.config.voxel_size_m, ticks)
+            self._tick = max(self._tick, int(batch.ticks.max(initial=0)))
+        if batch.keys.size == 0:
             return
-        position = np.searchsorted(self._sorted_keys, keys)
+        position = np.searchsorted(self._sorted_keys, batch.keys)
         found = position < self._sorted_keys.size
-        found[found] = self._sorted_keys[position[found]] == keys[found]
-        self._merge_existing(self._sorted_slots[position[found]], mean_xyz[found], mean_rgb[found], counts[found])
-        new = ~found
-        if not np.any(new):
+        found[found] = self._sorted_keys[position[found]] == batch.keys[found]
+        self._merge_existing(self._sorted_slots[position[found]], batch.subset(found))
+        new = batch.subset(~found)
+        if new.keys.size == 0:
             return
-        keys, mean_xyz, mean_rgb, counts = keys[new], mean_xyz[new], mean_rgb[new], counts[new]
         capacity = self.config.max_points
-        if keys.size > capacity:  # one cloud larger than the whole map: keep its best-observed voxels
-            keep = np.sort(np.argpartition(-counts, capacity - 1)[:capacity])
-            keys, mean_xyz, mean_rgb, counts = keys[keep], mean_xyz[keep], mean_rgb[keep], counts[keep]
-        overflow = len(self) + keys.size - capacity
+        if new.keys.size > capacity:  # more new voxels than the whole map: keep the latest, best observed
+            order = np.lexsort((-new.counts, -new.ticks))[:capacity]
+            new = new.subset(np.sort(order))
+        overflow = len(self) + new.keys.size - capacity
         if overflow > 0:
-            centre = np.mean(mean_xyz, axis=0) if viewpoint is None else np.asarray(viewpoint, dtype=np.float32)
+            centre = np.mean(new.xyz, axis=0) if viewpoint is None else np.asarray(viewpoint, dtype=np.float32)
             extra = int(self.config.eviction_fraction * capacity)
             self._evict(min(overflow + extra, len(self)), centre)
-        slots = np.flatnonzero(~self._occupied)[: keys.size]
+        slots = np.flatnonzero(~self._occupied)[: new.keys.size]
         self._occupied[slots] = True
-        self._xyz[slots], self._rgb[slots], self._count[slots] = mean_xyz, mean_rgb, counts
-        self._last_seen[slots] = self._tick
-        insert_at = np.searchsorted(self._sorted_keys, keys)
-        self._sorted_keys = np.insert(self._sorted_keys, insert_at, keys)
+        self._xyz[slots], self._rgb[slots], self._count[slots] = new.xyz, new.rgb, new.counts
+        self._last_seen[slots] = new.ticks
+        insert_at = np.searchsorted(self._sorted_keys, new.keys)
+        self._sorted_keys = np.insert(self._sorted_keys, insert_at, new.keys)
         self._sorted_slots = np.insert(self._sorted_slots, insert_at, slots)
 
-    def _merge_existing(
-        self, slots: NDArray[np.int64], mean_xyz: NDArray[np.float32], mean_rgb: NDArray[np.float32],
-        counts: NDArray[np.int64],
-    ) -> None:
-        """Running-mean update of occupied ``slots`` with batch means weighted by ``counts``."""
-        old = self._count[slots].astype(np.float32)
-        total = old + counts
-        fraction = (counts / total).astype(np.float32)[:, None]
-        self._xyz[slots] += fraction * (mean_xyz - self._xyz[slots])
-        self._rgb[slots] += fraction * (mean_rgb - self._rgb[slots])
+    def _merge_existing(self, slots: NDArray[np.int64], batch: VoxelAggregate) -> None:
+        """Running-mean update of occupied ``slots`` with the batch means weighted by their counts."""
+        total = self._count[slots].astype(np.float32) + batch.counts
+        fraction = (batch.counts / total).astype(np.float32)[:, None]
+        self._xyz[slots] += fraction * (batch.xyz - self._xyz[slots])
+        self._rgb[slots] += fraction * (batch.rgb - self._rgb[slots])
         self._count[slots] = np.minimum(total, np.iinfo(np.int32).max).astype(np.int32)
-        self._last_seen[slots] = self._tick
+        self._last_seen[slots] = np.maximum(self._last_seen[slots], batch.ticks)
 
     def _evict(self, count: int, viewpoint: NDArray[np.floating]) -> None:
         """Free ``count`` voxels: oldest ``last_seen`` first, farthest from ``viewpoint`` among equals."""
         slots = self._sorted_slots
-        distance = np.linalg.norm(self._xyz[slots] - viewpoint, axis=1)
-        # Ticks are integers: subtracting a distance term in [0, 0.5) orders by tick, then by distance.
-        score = self._last_seen[slots] - distance / (2.0 * float(distance.max()) + 1e-9)
-        evicted = np.argpartition(score, count - 1)[:count] if count < slots.size else np.arange(slots.size)
-        self._occupied[slots[evicted]] = False
-        keep = np.ones(slots.size, dtype=bool)
-        keep[evicted] = False
-        self._sorted_keys = self._sorted_keys[keep]
-        self._sorted_slots = self._sorted_slots[keep]
+        ticks = self._last_seen[slots]
+        cutoff = np.partition(ticks, count - 1)[count - 1]
+        evict = ticks < cutoff
+        # Among voxels last seen at the cutoff tick, the farthest go first.
+        tied = np.flatnonzero(ticks == cutoff)
+        needed = count - int(evict.sum())
+        distance = np.sum((self._xyz[slots[tied]] - viewpoint) ** 2, axis=1)
+        evict[tied[np.argpartition(-distance, needed - 1)[:needed]]] = True
+        self._occupied[slots[evict]] = False
+        self._sorted_keys = self._sorted_keys[~evict]
+        self._sorted_slots = slots[~evict]
         self.evicted_total += count
 
     def cloud(self, frame_id: str = "odom") -> PointCloud:
@@ -365,7 +408,8 @@ class KeyframeMap:
         pose = np.asarray(pose_odom_keyframe, dtype=np.float64)
         if pose.shape != (4, 4):
             raise ValueError(f"pose_odom_keyframe must be 4x4, got {pose.shape}")
-        _, xyz, rgb, _ = voxel_downsample(cloud.xyz, cloud.rgb, self.config.keyframe_voxel_size_m)
+        reduced = voxel_downsample(cloud.xyz, cloud.rgb, self.config.keyframe_voxel_size_m)
+        xyz, rgb = reduced.xyz, reduced.rgb
         limit = self.config.max_points_per_keyframe
         if xyz.shape[0] > limit:
             pick = np.linspace(0, xyz.shape[0] - 1, limit).astype(np.intp)
@@ -406,10 +450,21 @@ class KeyframeMap:
         self.rebuild()
 
     def rebuild(self) -> None:
-        """Re-fuse every stored keyframe cloud at its current pose, oldest first."""
+        """Re-fuse every stored keyframe cloud at its current pose, oldest first.
+
+        Keyframes go in batches of :data:`REBUILD_BATCH` per :meth:`VoxelMap.integrate` call, each
+        point tagged with its keyframe's order, so the result matches inserting them one by one
+        (same running means and recency) at a fraction of the calls.
+        """
         self.voxels.clear()
-        for keyframe_id in self._clouds:
-            self._integrate(keyframe_id)
+        ids = list(self._clouds)
+        for start in range(0, len(ids), REBUILD_BATCH):
+            batch = ids[start:start + REBUILD_BATCH]
+            clouds = [self._clouds[i] for i in batch]
+            xyz = np.concatenate([transform_points(self._poses[i], c.xyz) for i, c in zip(batch, clouds, strict=True)])
+            rgb = np.concatenate([c.rgb for c in clouds])
+            ticks = np.repeat(self.voxels.tick + 1 + np.arange(len(batch)), [c.xyz.shape[0] for c in clouds])
+            self.voxels.integrate(xyz, rgb, viewpoint=self._poses[batch[-1]][:3, 3], ticks=ticks)
 
     def cloud(self, frame_id: str = "odom") -> PointCloud:
         """The fused map, xyz (N, 3) float32 metres in ``odom`` + rgb (N, 3) uint8."""
@@ -471,7 +526,8 @@ def benchmark_mapping(
 
     A camera walks a long corridor-like path (always seeing new space, so the map fills and then
     evicts); every frame gets a random-textured depth map, every ``keyframe_every``-th frame is
-    inserted as a keyframe. RSS is sampled every 50 frames once the map has reached its bound.
+    inserted as a keyframe. RSS is sampled every 50 frames once both bounds are reached (the voxel
+    map has evicted and the keyframe cloud store holds ``max_keyframes``).
     """
     rng = np.random.default_rng(seed)
     intrinsics = Intrinsics(0.8 * width, 0.8 * width, (width - 1) / 2, (height - 1) / 2, width, height)
@@ -497,7 +553,8 @@ def benchmark_mapping(
             keyframe_map.add_keyframe(index, pose, cloud)
             insert_time += time.perf_counter() - start
             keyframes += 1
-        if bound_frame is None and keyframe_map.voxels.evicted_total > 0:
+        full = keyframe_map.voxels.evicted_total > 0 and len(keyframe_map.keyframe_ids) >= config.max_keyframes
+        if bound_frame is None and full:
             bound_frame = index
         if bound_frame is not None and index % 50 == 0:
             sample = resident_memory_bytes()

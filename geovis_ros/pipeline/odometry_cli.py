@@ -44,6 +44,7 @@ from geovis_ros.data.sequence import SequenceFrame
 from geovis_ros.data.trajectory_io import TrajectoryFormatError, read_trajectory, write_trajectory
 from geovis_ros.eval.metrics_traj import TrajectoryEvalError, evaluate_trajectory
 from geovis_ros.geometry.camera import CameraModelError
+from geovis_ros.geometry.se3 import invert
 from geovis_ros.pipeline.config import OdometryConfig
 from geovis_ros.pipeline.frame import DepthResult, Frame, OdometryResult, TrackingState
 from geovis_ros.pipeline.keyframes import Keyframe
@@ -277,7 +278,12 @@ def _write_keyframe_depth(directory: Path, depth_format: str, keyframe: Keyframe
 
 
 def _score(run: OdometryRun, args: argparse.Namespace) -> dict[str, float] | None:
-    """ATE (SE(3) and Sim(3) alignment) and RPE of the corrected and raw trajectories; None without ground truth."""
+    """Scores of the corrected and raw (``odometry_``) trajectories; None without ground truth.
+
+    ``ate_{se3,sim3}_m``: ATE RMSE after SE(3) / Sim(3) alignment; ``rpe_{se3,sim3}_pct``: KITTI-style
+    RPE; ``end_drift_m``: position error of the last pose when the first poses are made to coincide
+    (the loop-closure figure); ``path_length_m``.
+    """
     stamps_s = run.stamps_ns * 1e-9
     associate_by = "stamp"
     if args.gt is not None:
@@ -304,6 +310,10 @@ def _score(run: OdometryRun, args: argparse.Namespace) -> dict[str, float] | Non
                 scores[f"{prefix}ate_{align}_m"] = float(summary["ate_rmse_m"])
                 scores[f"{prefix}rpe_{align}_pct"] = float(summary["rpe_trans_pct"])
                 scores["path_length_m"] = float(summary.get("path_length_m", math.nan))
+            pairs = evaluate_trajectory(gt_stamps, gt_poses, stamps_s, poses, align="none", associate_by=associate_by)
+            gt_end = invert(pairs.gt_poses[0]) @ pairs.gt_poses[-1]
+            est_end = invert(pairs.est_poses[0]) @ pairs.est_poses[-1]
+            scores[f"{prefix}end_drift_m"] = float(np.linalg.norm(gt_end[:3, 3] - est_end[:3, 3]))
     except TrajectoryEvalError as err:
         raise CommandError(f"cannot score against the ground truth: {err}") from None
     return scores
@@ -377,6 +387,6 @@ def _summary(run: OdometryRun, backend: SlamBackend, args: argparse.Namespace,
         for prefix, label in (("", "final"), ("odometry_", "odometry")):
             lines.append(
                 f"ATE {label:<8} {scores[prefix + 'ate_se3_m']:.4f} m se3, {scores[prefix + 'ate_sim3_m']:.4f} m sim3; "
-                f"RPE {scores[prefix + 'rpe_se3_pct']:.2f} %"
+                f"RPE {scores[prefix + 'rpe_se3_pct']:.2f} %; end drift {scores[prefix + 'end_drift_m']:.4f} m"
             )
     return "\n".join(lines)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml  # no types-PyYAML in the environment
+import yaml
 
 from geovis_ros.data.image_io import DatasetError
 from geovis_ros.geometry.camera import CameraModelError, Intrinsics

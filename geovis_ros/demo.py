@@ -105,10 +105,11 @@ def render_frames(args: argparse.Namespace) -> list[SequenceFrame]:
 
 def demo_metrics(frames: list[SequenceFrame], recording: Recording) -> tuple[dict[str, Any], Any]:
     """metrics.json of a played sequence and the trajectory evaluation (for the plot)."""
-    stamps = [f.stamp_ns for f in frames]
+    with_pose = [f for f in frames if f.pose is not None]
     est_stamps = sorted(recording.odometry)
     trajectory, evaluation = trajectory_metrics(
-        stamps, [f.pose for f in frames], est_stamps, [recording.odometry[s][0] for s in est_stamps])
+        [f.stamp_ns for f in with_pose], np.array([f.pose for f in with_pose]).reshape(-1, 4, 4), est_stamps,
+        np.array([recording.odometry[s][0] for s in est_stamps]).reshape(-1, 4, 4))
     depth = DepthMetricsAccumulator()
     for frame in frames:
         if frame.depth is not None and frame.stamp_ns in recording.depth:
@@ -186,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _play(player: Any, frames: list[SequenceFrame], process: subprocess.Popen[str]) -> None:
     """Wait for the node, play the frames in lockstep, wait for the final map."""
-    if not player.wait_for_node(NODE_START_TIMEOUT_S) or process.poll() is not None:
+    if not player.wait_for_played_node(NODE_START_TIMEOUT_S) or process.poll() is not None:
         raise CommandError(f"pipeline_node did not come up within {NODE_START_TIMEOUT_S:.0f} s")
 
     def progress(sent: int) -> None:

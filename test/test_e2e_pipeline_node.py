@@ -32,7 +32,7 @@ def played(tmp_path_factory):
     log_path = tmp_path_factory.mktemp("e2e") / "pipeline_node.log"
 
     def play(player):
-        assert player.wait_for_node(60.0), "pipeline_node did not come up"
+        assert player.wait_for_played_node(60.0), "pipeline_node did not come up"
         player.play(frames, window=8, frame_timeout_s=120.0)  # 8 frames in flight: the bag-mode queue fills
         player.spin_until(lambda: player.recording.map is not None
                           and player.recording.diagnostics.get("frames_out") == str(FRAMES), 10.0)
@@ -93,7 +93,7 @@ def test_sigterm_while_processing_stops_cleanly(played, tmp_path):
     ready = []
 
     def play_and_terminate(player):
-        ready.append(player.wait_for_node(60.0))
+        ready.append(player.wait_for_played_node(60.0))
         terminate_after = {4: lambda: process.send_signal(signal.SIGTERM)}  # frames still queued and running
         try:
             player.play(frames, window=len(frames), frame_timeout_s=3.0,

@@ -25,8 +25,8 @@ from geovis_ros.pipeline.pose_graph import PoseGraphError
 # apart), so the last keyframe is one step before the first.
 LOOP = SynthConfig(scene="tabletop", trajectory="loop", frames=60, width=128, height=96, seed=3)
 KEYFRAME_STEP = 2
-# Ground-truth depth: loop poses are as precise as their PnP information says (small floor).
-SMALL_IMAGE_LOOP = LoopClosureConfig(recent_keyframes_excluded=8, min_inliers=15, covariance_floor=(0.002, 0.001))
+SMALL_IMAGE_LOOP = LoopClosureConfig(recent_keyframes_excluded=8, min_inliers=15)
+GT_DEPTH_RELATIVE_STD = 0.01  # what ground-truth depth claims: trusted, not exact
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +119,7 @@ def test_backend_loop_closure_shrinks_end_point_drift_five_fold(keyframes) -> No
     odometry = _drifting_odometry(keyframes, bias)
     backend = SlamBackend(BackendConfig(loop=SMALL_IMAGE_LOOP))
     updates = [
-        backend.add_keyframe(index, pose, frame.rgb, frame.depth, None, frame.intrinsics)
+        backend.add_keyframe(index, pose, frame.rgb, frame.depth, GT_DEPTH_RELATIVE_STD * frame.depth, frame.intrinsics)
         for index, (frame, pose) in enumerate(zip(keyframes, odometry, strict=True))
     ]
     closing = [u for u in updates if u.loops]

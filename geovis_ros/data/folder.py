@@ -73,11 +73,6 @@ class ImageFolderSequence(IndexedFrameSource):
         """Number of images."""
         return len(self._images)
 
-    @property
-    def intrinsics(self) -> Intrinsics:
-        """Intrinsics of the images."""
-        return self._intrinsics
-
     def load(self, index: int) -> SequenceFrame:
         """Frame ``index`` (image only)."""
         path = self._images[index]

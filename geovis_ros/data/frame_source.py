@@ -30,7 +30,12 @@ class FrameSource(Protocol):
 
 
 class IndexedFrameSource(ABC):
-    """Base for folder readers whose frames are files addressed by index (random access)."""
+    """Base for folder readers whose frames are files addressed by index (random access).
+
+    A subclass sets ``_intrinsics`` in its constructor and implements ``__len__`` and ``load``.
+    """
+
+    _intrinsics: Intrinsics
 
     @abstractmethod
     def __len__(self) -> int:
@@ -41,9 +46,9 @@ class IndexedFrameSource(ABC):
         """Read frame ``index`` (0 <= index < len) from disk."""
 
     @property
-    @abstractmethod
     def intrinsics(self) -> Intrinsics:
-        """Intrinsics shared by all frames."""
+        """Intrinsics shared by all frames (those of the colour images, at their size)."""
+        return self._intrinsics
 
     def __getitem__(self, index: int) -> SequenceFrame:
         """Frame ``index``; negative indices count from the end."""
@@ -55,6 +60,20 @@ class IndexedFrameSource(ABC):
     def __iter__(self) -> Iterator[SequenceFrame]:
         """Frames in order, each read when it is reached."""
         return (self.load(i) for i in range(len(self)))
+
+
+class TrajectoryFrameSource(IndexedFrameSource):
+    """Base for readers whose ground truth is one trajectory file (TUM ``groundtruth.txt``, KITTI poses).
+
+    A subclass sets ``_poses`` to the file's poses, (N, 4, 4) float64 T_world_camera, when it found one.
+    """
+
+    _poses: NDArray[np.float64] | None = None
+
+    @property
+    def has_poses(self) -> bool:
+        """Whether a ground-truth trajectory file was found."""
+        return self._poses is not None
 
 
 def check_frame(frame: SequenceFrame) -> None:

@@ -25,7 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from geovis_ros.data.calibration import CalibrationSource, load_calibration
-from geovis_ros.data.frame_source import IndexedFrameSource, read_rgb_sized
+from geovis_ros.data.frame_source import TrajectoryFrameSource, read_rgb_sized
 from geovis_ros.data.image_io import DatasetError, list_images, read_rgb
 from geovis_ros.data.sequence import SequenceFrame
 from geovis_ros.data.trajectory_io import TrajectoryFormatError, read_trajectory
@@ -93,7 +93,7 @@ def _read_times(path: Path, count: int) -> NDArray[np.int64]:
     return np.array(stamps, dtype=np.int64)
 
 
-class KittiSequence(IndexedFrameSource):
+class KittiSequence(TrajectoryFrameSource):
     """Reader of a KITTI odometry sequence folder (layout in the module docstring).
 
     Args:
@@ -150,7 +150,6 @@ class KittiSequence(IndexedFrameSource):
         else:
             self._stamps_ns = np.round(np.arange(len(self._images)) * 1e9 / KITTI_FRAME_RATE_HZ).astype(np.int64)
 
-        self._poses: NDArray[np.float64] | None = None
         pose_path = poses if poses is not None else self._default_pose_file()
         if pose_path is not None:
             try:
@@ -170,16 +169,6 @@ class KittiSequence(IndexedFrameSource):
     def __len__(self) -> int:
         """Number of images."""
         return len(self._images)
-
-    @property
-    def intrinsics(self) -> Intrinsics:
-        """Intrinsics of the chosen camera."""
-        return self._intrinsics
-
-    @property
-    def has_poses(self) -> bool:
-        """Whether a pose file was found."""
-        return self._poses is not None
 
     def load(self, index: int) -> SequenceFrame:
         """Frame ``index``: RGB image, stamp and (where known) pose T_world_camera."""

@@ -24,7 +24,6 @@ from geovis_ros.data.calibration import Calibration, CalibrationSource, load_cal
 from geovis_ros.data.frame_source import IndexedFrameSource, read_rgb_sized
 from geovis_ros.data.image_io import DatasetError, read_depth_png, read_rgb
 from geovis_ros.data.sequence import SequenceFrame
-from geovis_ros.geometry.camera import Intrinsics
 
 SEVEN_SCENES_CALIBRATION = Calibration(585.0, 585.0, 320.0, 240.0, 640, 480)
 SEVEN_SCENES_DEPTH_INVALID = (0, 65535)
@@ -97,11 +96,6 @@ class SevenScenesSequence(IndexedFrameSource):
     def __len__(self) -> int:
         """Number of colour frames."""
         return len(self._colors)
-
-    @property
-    def intrinsics(self) -> Intrinsics:
-        """Intrinsics of the colour images."""
-        return self._intrinsics
 
     def _sibling(self, index: int, suffix: str) -> Path:
         return self.path / f"frame-{self._indices[index]:06d}.{suffix}"

@@ -30,7 +30,7 @@ from geovis_ros.data.calibration import (
     load_calibration,
     write_calibration,
 )
-from geovis_ros.data.frame_source import IndexedFrameSource, associate_nearest, check_frame, read_rgb_sized
+from geovis_ros.data.frame_source import TrajectoryFrameSource, associate_nearest, check_frame, read_rgb_sized
 from geovis_ros.data.image_io import (
     DatasetError,
     read_depth_png,
@@ -163,7 +163,7 @@ def _sorted_entries(list_path: Path) -> tuple[list[_ListEntry], NDArray[np.int64
     return entries, np.array([e.stamp_ns for e in entries], dtype=np.int64)
 
 
-class TumSequence(IndexedFrameSource):
+class TumSequence(TrajectoryFrameSource):
     """Reader of a TUM RGB-D folder (ours or the benchmark's): one frame per ``rgb.txt`` line.
 
     Args:
@@ -200,7 +200,6 @@ class TumSequence(IndexedFrameSource):
             self._depth, depth_stamps = _sorted_entries(self.path / "depth.txt")
             self._depth_index = associate_nearest(rgb_stamps, depth_stamps, max_difference_ns)
 
-        self._poses: NDArray[np.float64] | None = None
         self._pose_index = np.full(len(self._rgb), -1, dtype=np.intp)
         gt_path = self.path / "groundtruth.txt"
         if gt_path.is_file():
@@ -228,16 +227,6 @@ class TumSequence(IndexedFrameSource):
     def __len__(self) -> int:
         """Number of RGB frames."""
         return len(self._rgb)
-
-    @property
-    def intrinsics(self) -> Intrinsics:
-        """Intrinsics of the RGB images."""
-        return self._intrinsics
-
-    @property
-    def has_poses(self) -> bool:
-        """Whether the folder has ground-truth poses (groundtruth.txt)."""
-        return self._poses is not None
 
     def load(self, index: int) -> SequenceFrame:
         """Frame ``index`` with whatever depth, pose and flow are associated to it."""

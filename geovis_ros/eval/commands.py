@@ -17,6 +17,7 @@ written as ``null``. Definitions: :mod:`geovis_ros.eval.metrics_traj`, ``metrics
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 from collections.abc import Callable
@@ -44,6 +45,11 @@ def _segment_lengths(text: str) -> tuple[float, ...]:
     if not lengths or any(length <= 0 for length in lengths):
         raise argparse.ArgumentTypeError(f"segment lengths must be positive, got {text!r}")
     return lengths
+
+
+def _add_pair_inputs(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--gt", type=Path, required=True, help=f"ground-truth {what} file or folder")
+    parser.add_argument("--pred", type=Path, required=True, help=f"predicted {what} file or folder")
 
 
 def _add_outputs(parser: argparse.ArgumentParser) -> None:
@@ -90,8 +96,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "match by name (extension aside). PNG: 16-bit, value / scale = metres, 0 = invalid; "
         ".npy: float metres, NaN/0 = invalid; .pfm: disparity, depth = --calib / disparity.",
     )
-    depth.add_argument("--gt", type=Path, required=True, help="ground-truth depth file or folder")
-    depth.add_argument("--pred", type=Path, required=True, help="predicted depth file or folder")
+    _add_pair_inputs(depth, "depth")
     depth.add_argument(
         "--gt-scale", type=float, default=1000.0, help="16-bit PNG units per metre (default: 1000, i.e. mm)"
     )
@@ -118,8 +123,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "files match by name (extension aside). Formats: Middlebury .flo, KITTI 16-bit PNG (with its valid "
         "flag), .npy float (H, W, 2) with NaN = unknown.",
     )
-    flow.add_argument("--gt", type=Path, required=True, help="ground-truth flow file or folder")
-    flow.add_argument("--pred", type=Path, required=True, help="predicted flow file or folder")
+    _add_pair_inputs(flow, "flow")
     _add_outputs(flow)
     flow.set_defaults(handler=_run_flow)
 
@@ -135,8 +139,6 @@ def run(args: argparse.Namespace) -> int:
         return handler(args)
     except (ValueError, OSError, ImportError) as err:  # DatasetError is a ValueError
         raise CommandError(str(err)) from err
-
-
 
 
 # --------------------------------------------------------------------------------------------------
@@ -270,9 +272,34 @@ def _check_suffix(path: Path, suffixes: tuple[str, ...]) -> str:
     return suffix
 
 
-def _check_shapes(gt_path: Path, gt: NDArray[Any], pred_path: Path, pred: NDArray[Any]) -> None:
-    if gt.shape != pred.shape:
-        raise CommandError(f"size mismatch: {gt_path} is {gt.shape}, {pred_path} is {pred.shape}")
+def _score_pairs(
+    pairs: list[tuple[Path, Path]],
+    load_gt: Callable[[Path], NDArray[np.float64]],
+    load_pred: Callable[[Path], NDArray[np.float64]],
+    add: Callable[[NDArray[np.float64], NDArray[np.float64]], dict[str, float]],
+    metric: str,
+) -> tuple[float, int]:
+    """Load and ``add`` every (gt, pred) pair to an accumulator; returns the worst pair as (score, index).
+
+    ``add`` is a metrics accumulator's ``add`` (returns that image's metrics); the worst pair has the
+    highest finite ``metric`` ((-inf, 0) when none is finite). Raises CommandError when the two
+    arrays of a pair differ in shape.
+    """
+    worst = (-math.inf, 0)
+    for index, (gt_path, pred_path) in enumerate(pairs):
+        gt, pred = load_gt(gt_path), load_pred(pred_path)
+        if gt.shape != pred.shape:
+            raise CommandError(f"size mismatch: {gt_path} is {gt.shape}, {pred_path} is {pred.shape}")
+        value = add(gt, pred)[metric]
+        if math.isfinite(value) and value > worst[0]:
+            worst = (value, index)
+    return worst
+
+
+def _worst_title(pairs: list[tuple[Path, Path]], worst_index: int, score_text: str) -> str:
+    """Figure title naming the plotted (worst) prediction and its score."""
+    suffix = " (highest of the set)" if len(pairs) > 1 else ""
+    return f"{pairs[worst_index][1].name}: {score_text}{suffix}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -299,14 +326,9 @@ def _run_depth(args: argparse.Namespace) -> int:
     pairs = _pair_files(args.gt, args.pred, DEPTH_SUFFIXES)
     pred_scale = args.gt_scale if args.pred_scale is None else args.pred_scale
     accumulator = DepthMetricsAccumulator(args.min_depth, args.max_depth, args.median_scaling)
-    worst: tuple[float, int] = (-math.inf, 0)
-    for index, (gt_path, pred_path) in enumerate(pairs):
-        gt = load_depth(gt_path, args.gt_scale, args.calib)
-        pred = load_depth(pred_path, pred_scale, args.calib)
-        _check_shapes(gt_path, gt, pred_path, pred)
-        abs_rel = accumulator.add(gt, pred)["abs_rel"]
-        if math.isfinite(abs_rel) and abs_rel > worst[0]:
-            worst = (abs_rel, index)
+    load_gt = functools.partial(load_depth, png_scale=args.gt_scale, focal_baseline=args.calib)
+    load_pred = functools.partial(load_depth, png_scale=pred_scale, focal_baseline=args.calib)
+    _, worst_index = _score_pairs(pairs, load_gt, load_pred, accumulator.add, "abs_rel")
     scores = accumulator.result()
     if scores["n_pixels"] == 0:
         raise CommandError(
@@ -323,15 +345,11 @@ def _run_depth(args: argparse.Namespace) -> int:
     def plot(path: Path) -> Path:
         from geovis_ros.eval.plots import plot_depth
 
-        gt_path, pred_path = pairs[worst[1]]
-        per_image = accumulator.per_image[worst[1]]
-        pred = load_depth(pred_path, pred_scale, args.calib) * per_image.get("scale", 1.0)
-        title = f"{pred_path.name}: abs_rel {per_image['abs_rel']:.4g}" + (
-            " (highest of the set)" if len(pairs) > 1 else ""
-        )
-        return plot_depth(
-            path, load_depth(gt_path, args.gt_scale, args.calib), pred, args.min_depth, args.max_depth, title
-        )
+        gt_path, pred_path = pairs[worst_index]
+        per_image = accumulator.per_image[worst_index]
+        pred = load_pred(pred_path) * per_image.get("scale", 1.0)
+        title = _worst_title(pairs, worst_index, f"abs_rel {per_image['abs_rel']:.4g}")
+        return plot_depth(path, load_gt(gt_path), pred, args.min_depth, args.max_depth, title)
 
     _write_outputs(args, scores, plot)
     return 0
@@ -359,13 +377,7 @@ def _run_flow(args: argparse.Namespace) -> int:
 
     pairs = _pair_files(args.gt, args.pred, FLOW_SUFFIXES)
     accumulator = FlowMetricsAccumulator()
-    worst: tuple[float, int] = (-math.inf, 0)
-    for index, (gt_path, pred_path) in enumerate(pairs):
-        gt, pred = load_flow(gt_path), load_flow(pred_path)
-        _check_shapes(gt_path, gt, pred_path, pred)
-        epe = accumulator.add(gt, pred)["epe"]
-        if math.isfinite(epe) and epe > worst[0]:
-            worst = (epe, index)
+    worst_epe, worst_index = _score_pairs(pairs, load_flow, load_flow, accumulator.add, "epe")
     scores = accumulator.result()
     if scores["n_pixels"] == 0:
         raise CommandError("no pixel to score: the ground truth has no valid flow")
@@ -383,9 +395,8 @@ def _run_flow(args: argparse.Namespace) -> int:
     def plot(path: Path) -> Path:
         from geovis_ros.eval.plots import plot_flow
 
-        gt_path, pred_path = pairs[worst[1]]
-        title = f"{pred_path.name}: EPE {worst[0]:.4g} px"
-        title += " (highest of the set)" if len(pairs) > 1 else ""
+        gt_path, pred_path = pairs[worst_index]
+        title = _worst_title(pairs, worst_index, f"EPE {worst_epe:.4g} px")
         return plot_flow(path, load_flow(gt_path), load_flow(pred_path), title=title)
 
     _write_outputs(args, scores, plot)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -265,6 +266,66 @@ class Engine(Protocol):
     def warmup(self, iterations: int = 3) -> None:
         """Run a few times at the nominal size so lazy initialisation happens before the first frame."""
         ...
+
+
+class EngineBase(ABC):
+    """What the backends' engines share: the :class:`Engine` properties, ``warmup`` and the I/O name check.
+
+    A subclass calls ``super().__init__`` and implements ``infer``. An engine built for one fixed
+    size (TensorRT) replaces ``_input_specs`` / ``_output_specs`` with the resolved specs.
+    """
+
+    backend: str
+
+    def __init__(self, spec: ModelSpec, height: int, width: int, device: str | torch.device, precision: str) -> None:
+        self._spec = spec
+        self._nominal = (int(height), int(width))
+        self._input_specs = spec.inputs
+        self._output_specs = spec.outputs
+        self._device_name = str(device)
+        self._precision = precision
+
+    @property
+    def input_specs(self) -> tuple[TensorSpec, ...]:
+        """Inputs, in the model's order: symbolic dims (any size) unless the engine has one fixed size."""
+        return self._input_specs
+
+    @property
+    def output_specs(self) -> tuple[TensorSpec, ...]:
+        """Outputs, in the model's order."""
+        return self._output_specs
+
+    @property
+    def device(self) -> str:
+        """``cpu`` or ``cuda:N``."""
+        return self._device_name
+
+    @property
+    def precision(self) -> str:
+        """The precision actually running: ``fp32`` | ``fp16`` | ``int8``."""
+        return self._precision
+
+    @abstractmethod
+    def infer(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """Run once. numpy in -> numpy out; torch tensors in -> torch tensors out on ``device``."""
+
+    def warmup(self, iterations: int = 3) -> None:
+        """Run ``iterations`` times on golden inputs at the nominal size."""
+        golden = self._spec.make_inputs(*self._nominal)
+        for _ in range(iterations):
+            self.infer(golden)
+
+    def _check_io_names(self, inputs: Sequence[str], outputs: Sequence[str], what: str) -> None:
+        """Raise InferenceError unless the loaded model takes the spec's inputs and gives its outputs.
+
+        ``inputs``: the model's input names (must equal the spec's, in order); ``outputs``: its output
+        names (must include the spec's); ``what`` names the model in the message.
+        """
+        spec = self._spec
+        if list(inputs) != [t.name for t in spec.inputs] or not {t.name for t in spec.outputs} <= set(outputs):
+            raise InferenceError(f"{what} of {spec.name!r} has inputs {list(inputs)} and outputs {list(outputs)}; "
+                                 f"the spec expects {[t.name for t in spec.inputs]} -> "
+                                 f"{[t.name for t in spec.outputs]}")
 
 
 def is_torch_tensor(value: object) -> bool:

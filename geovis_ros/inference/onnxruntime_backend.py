@@ -18,9 +18,9 @@ import numpy as np
 
 from geovis_ros.inference.engine import (
     BackendUnavailableError,
+    EngineBase,
     InferenceError,
     ModelSpec,
-    TensorSpec,
     check_inputs,
     is_torch_tensor,
     require,
@@ -46,7 +46,7 @@ def session_options(num_threads: int = 0) -> Any:
     return options
 
 
-class OnnxRuntimeEngine:
+class OnnxRuntimeEngine(EngineBase):
     """An ONNX model in an ``onnxruntime.InferenceSession`` (created once, reused every frame)."""
 
     backend = "onnxruntime"
@@ -54,60 +54,33 @@ class OnnxRuntimeEngine:
     def __init__(self, spec: ModelSpec, onnx_bytes: bytes, height: int, width: int, *,
                  device: str = "cpu", num_threads: int = 0) -> None:
         ort = require("onnxruntime", "the ONNX Runtime backend")
-        self._spec = spec
-        self._nominal = (int(height), int(width))
         if device == "cpu":
             providers: list[Any] = ["CPUExecutionProvider"]
-            self._device = "cpu"
             self._device_index = 0
         else:
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 raise BackendUnavailableError("onnxruntime has no CUDAExecutionProvider here (install "
                                               "onnxruntime-gpu for ONNX Runtime on CUDA)")
             self._device_index = int(device.partition(":")[2] or 0)
-            self._device = f"cuda:{self._device_index}"
             providers = [("CUDAExecutionProvider", {"device_id": self._device_index}), "CPUExecutionProvider"]
+        # Always fp32: the ONNX graph's own precision.
+        super().__init__(spec, height, width, "cpu" if device == "cpu" else f"cuda:{self._device_index}", "fp32")
         options = session_options(num_threads)
         try:
             self._session = ort.InferenceSession(onnx_bytes, options, providers=providers)
         except Exception as err:  # onnxruntime raises its own exception types for bad models
             raise InferenceError(f"onnxruntime could not load model {spec.name!r}: {err}") from err
-        session_inputs = [i.name for i in self._session.get_inputs()]
-        session_outputs = [o.name for o in self._session.get_outputs()]
-        if session_inputs != [t.name for t in spec.inputs] or not {t.name for t in spec.outputs} <= set(
-                session_outputs):
-            raise InferenceError(f"ONNX model of {spec.name!r} has inputs {session_inputs} and outputs "
-                                 f"{session_outputs}; the spec expects {[t.name for t in spec.inputs]} -> "
-                                 f"{[t.name for t in spec.outputs]}")
+        self._check_io_names([i.name for i in self._session.get_inputs()],
+                             [o.name for o in self._session.get_outputs()], "ONNX model")
         self._output_names = [t.name for t in spec.outputs]
-        LOG.debug("%s: onnxruntime %s on %s, %d intra-op threads", spec.name, ort.__version__, self._device,
+        LOG.debug("%s: onnxruntime %s on %s, %d intra-op threads", spec.name, ort.__version__, self.device,
                   options.intra_op_num_threads)
-
-    @property
-    def input_specs(self) -> tuple[TensorSpec, ...]:
-        """Model inputs (symbolic spatial dims: any size the ONNX graph accepts)."""
-        return self._spec.inputs
-
-    @property
-    def output_specs(self) -> tuple[TensorSpec, ...]:
-        """Model outputs."""
-        return self._spec.outputs
-
-    @property
-    def device(self) -> str:
-        """``cpu`` or ``cuda:N``."""
-        return self._device
-
-    @property
-    def precision(self) -> str:
-        """Always ``fp32`` (the ONNX graph's own precision)."""
-        return "fp32"
 
     def infer(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         """Run the session; numpy in -> numpy out, torch in -> torch out (on ``device``)."""
         bound = check_inputs(inputs, self._spec.inputs)
         torch_inputs = [v for v in inputs.values() if is_torch_tensor(v)]
-        if self._device != "cpu" and torch_inputs and all(v.is_cuda for v in torch_inputs):
+        if self.device != "cpu" and torch_inputs and all(v.is_cuda for v in torch_inputs):
             return self._infer_bound_cuda(inputs, bound)
         feed = {name: np.ascontiguousarray(to_numpy(value)) for name, value in inputs.items()}
         outputs = dict(zip(self._output_names, self._session.run(self._output_names, feed), strict=True))
@@ -115,7 +88,7 @@ class OnnxRuntimeEngine:
             return outputs
         import torch
 
-        return {name: torch.from_numpy(out).to(self._device) for name, out in outputs.items()}
+        return {name: torch.from_numpy(out).to(self.device) for name, out in outputs.items()}
 
     def _infer_bound_cuda(self, inputs: Mapping[str, Any], bound: Mapping[str, int]) -> dict[str, Any]:
         """CUDA EP with IOBinding: inputs and outputs stay in torch CUDA memory."""
@@ -126,7 +99,7 @@ class OnnxRuntimeEngine:
         binding = self._session.io_binding()
         keep_alive = []
         for spec in self._spec.inputs:
-            tensor = inputs[spec.name].to(self._device).contiguous()
+            tensor = inputs[spec.name].to(self.device).contiguous()
             keep_alive.append(tensor)
             binding.bind_input(spec.name, "cuda", self._device_index, np.dtype(spec.dtype), tuple(tensor.shape),
                                tensor.data_ptr())
@@ -136,19 +109,13 @@ class OnnxRuntimeEngine:
             if shape is None:  # size not derivable from the inputs: let onnxruntime allocate it
                 binding.bind_output(spec.name, "cpu")
                 continue
-            outputs[spec.name] = torch.empty(shape, dtype=torch_dtype(spec.dtype), device=self._device)
+            outputs[spec.name] = torch.empty(shape, dtype=torch_dtype(spec.dtype), device=self.device)
             binding.bind_output(spec.name, "cuda", self._device_index, np.dtype(spec.dtype), shape,
                                 outputs[spec.name].data_ptr())
-        torch.cuda.current_stream(self._device).synchronize()  # inputs written on torch's stream are ready
+        torch.cuda.current_stream(self.device).synchronize()  # inputs written on torch's stream are ready
         self._session.run_with_iobinding(binding)
         if len(outputs) < len(self._output_names):
             host = dict(zip(self._output_names, binding.copy_outputs_to_cpu(), strict=True))
             for name in self._output_names:
-                outputs.setdefault(name, torch.from_numpy(host[name]).to(self._device))
+                outputs.setdefault(name, torch.from_numpy(host[name]).to(self.device))
         return {name: outputs[name] for name in self._output_names}
-
-    def warmup(self, iterations: int = 3) -> None:
-        """Run ``iterations`` times on golden inputs at the nominal size."""
-        golden = self._spec.make_inputs(*self._nominal)
-        for _ in range(iterations):
-            self.infer(golden)

@@ -26,6 +26,7 @@ from geovis_ros.inference.cache import BuildOutput, EngineCache, EngineCacheKey
 from geovis_ros.inference.engine import (
     BackendUnavailableError,
     Engine,
+    EngineBase,
     EngineConfig,
     EngineValidationError,
     InferenceError,
@@ -280,7 +281,7 @@ def _cache_only_calibrator(trt: Any, cache_path: Path | None) -> Any:
     return CacheCalibrator()
 
 
-class TensorRTEngine:
+class TensorRTEngine(EngineBase):
     """A deserialized engine with one execution context and device buffers allocated once.
 
     ``infer`` enqueues on the caller's current torch CUDA stream. Torch CUDA inputs that are
@@ -298,20 +299,16 @@ class TensorRTEngine:
 
         from geovis_ros.inference.torch_backend import torch_dtype
 
+        super().__init__(spec, height, width, device, precision)
         self._engine = engine
         self._context = engine.create_execution_context()
         if self._context is None:
             raise InferenceError("TensorRT could not create an execution context (out of GPU memory?)")
         self._device = device
-        self._precision = precision
-        self._spec = spec
-        self._nominal = (int(height), int(width))
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if n not in inputs]
-        if inputs != [t.name for t in spec.inputs] or not {t.name for t in spec.outputs} <= set(outputs):
-            raise InferenceError(f"TensorRT engine has inputs {inputs} and outputs {outputs}; model {spec.name} "
-                                 f"expects {[t.name for t in spec.inputs]} -> {[t.name for t in spec.outputs]}")
+        self._check_io_names(inputs, outputs, "TensorRT engine")
         self._input_specs = tuple(t.resolved(height, width) for t in spec.inputs)
         for t in self._input_specs:
             self._context.set_input_shape(t.name, t.concrete_shape)
@@ -327,26 +324,6 @@ class TensorRTEngine:
         order = [t.name for t in spec.outputs]
         self._output_specs = tuple(sorted((t for t in output_specs if t.name in order),
                                           key=lambda t: order.index(t.name)))
-
-    @property
-    def input_specs(self) -> tuple[TensorSpec, ...]:
-        """Inputs at the engine's fixed size."""
-        return self._input_specs
-
-    @property
-    def output_specs(self) -> tuple[TensorSpec, ...]:
-        """Outputs at the engine's fixed size."""
-        return self._output_specs
-
-    @property
-    def device(self) -> str:
-        """``cuda:N``."""
-        return str(self._device)
-
-    @property
-    def precision(self) -> str:
-        """``fp32`` | ``fp16`` | ``int8`` as built."""
-        return self._precision
 
     def infer(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         """Enqueue on the current torch CUDA stream; numpy in -> numpy out, torch in -> torch out."""
@@ -371,9 +348,3 @@ class TensorRTEngine:
         if torch_mode:
             return outputs
         return {name: tensor.cpu().numpy() for name, tensor in outputs.items()}
-
-    def warmup(self, iterations: int = 3) -> None:
-        """Run ``iterations`` times on golden inputs at the engine's size."""
-        golden = self._spec.make_inputs(*self._nominal)
-        for _ in range(iterations):
-            self.infer(golden)

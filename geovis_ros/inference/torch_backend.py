@@ -11,9 +11,9 @@ import numpy as np
 import torch
 
 from geovis_ros.inference.engine import (
+    EngineBase,
     InferenceError,
     ModelSpec,
-    TensorSpec,
     check_inputs,
     is_torch_tensor,
 )
@@ -55,7 +55,7 @@ class OrderedOutputs(torch.nn.Module):
         return outputs
 
 
-class TorchEngine:
+class TorchEngine(EngineBase):
     """Runs a model's ``nn.Module`` directly (the fallback that works wherever torch does).
 
     Inputs are moved to ``device`` once per call (a no-op for tensors already there); outputs are
@@ -66,17 +66,13 @@ class TorchEngine:
 
     def __init__(self, spec: ModelSpec, module: torch.nn.Module, height: int, width: int, *,
                  device: str = "cpu", precision: str = "fp32", compile_module: bool = False) -> None:
-        self._spec = spec
-        self._nominal = (int(height), int(width))
         self._device = torch.device(device)
         if self._device.type == "cuda" and self._device.index is None:
             self._device = torch.device("cuda", torch.cuda.current_device())
-        if self._device.type == "cuda" and precision == "fp16":
-            self._precision = "fp16"
-        else:
-            if precision != "fp32":
-                LOG.info("%s: torch on %s runs fp32 (%s requested)", spec.name, self._device, precision)
-            self._precision = "fp32"
+        if precision != "fp32" and not (self._device.type == "cuda" and precision == "fp16"):
+            LOG.info("%s: torch on %s runs fp32 (%s requested)", spec.name, self._device, precision)
+            precision = "fp32"
+        super().__init__(spec, height, width, self._device, precision)
         wrapped = OrderedOutputs(module, tuple(t.name for t in spec.outputs)).eval().to(self._device)
         if compile_module:
             mode = "reduce-overhead" if self._device.type == "cuda" else "default"
@@ -84,26 +80,6 @@ class TorchEngine:
         else:
             self._forward = wrapped
         self._output_dtypes = {t.name: torch_dtype(t.dtype) for t in spec.outputs}
-
-    @property
-    def input_specs(self) -> tuple[TensorSpec, ...]:
-        """Model inputs (symbolic spatial dims: any size)."""
-        return self._spec.inputs
-
-    @property
-    def output_specs(self) -> tuple[TensorSpec, ...]:
-        """Model outputs."""
-        return self._spec.outputs
-
-    @property
-    def device(self) -> str:
-        """``cpu`` or ``cuda:N``."""
-        return str(self._device)
-
-    @property
-    def precision(self) -> str:
-        """``fp16`` (autocast, CUDA only) or ``fp32``."""
-        return self._precision
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self._precision == "fp16":
@@ -126,9 +102,3 @@ class TorchEngine:
         if torch_mode:
             return result
         return {name: out.cpu().numpy() for name, out in result.items()}
-
-    def warmup(self, iterations: int = 3) -> None:
-        """Run ``iterations`` times on golden inputs at the nominal size."""
-        golden = self._spec.make_inputs(*self._nominal)
-        for _ in range(iterations):
-            self.infer(golden)

@@ -21,6 +21,7 @@ from nav_msgs.msg import Odometry, Path
 from numpy.typing import NDArray
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.qos import QoSProfile
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
@@ -39,7 +40,7 @@ from geovis_ros.ros.stamps import ns_from_time, time_from_ns
 CLOCK_TAIL_S = 2.0
 CLOCK_TAIL_STEP_S = 0.1
 # Seconds between the first camera_info and the first image (a node drops images until it has one).
-CAMERA_INFO_LEAD_S = 0.5
+CAMERA_INFO_LEAD_S = 1.0
 
 
 @dataclass
@@ -106,11 +107,11 @@ class SequencePlayer(Node):
         self.recording = Recording()
         self._diagnostics_name = diagnostics_name
         qos = input_qos("reliable", depth=10)
-        self._clock = self.create_publisher(Clock, "/clock", 10)
+        self._clock_publisher = self.create_publisher(Clock, "/clock", 10)
         self._image = self.create_publisher(Image, image_topic, qos)
         self._info = self.create_publisher(CameraInfo, info_topic, qos)
         ns = namespace.rstrip("/")
-        subscriptions: list[tuple[type, str, Callable[..., None], object]] = [
+        subscriptions: list[tuple[type, str, Callable[..., None], QoSProfile]] = [
             (Image, "depth", self._on_depth, OUTPUT_QOS),
             (CameraInfo, "depth/camera_info", self._on_depth_info, OUTPUT_QOS),
             (Image, "flow", self._on_flow, OUTPUT_QOS),
@@ -138,7 +139,7 @@ class SequencePlayer(Node):
             self._executor.spin_once(timeout_sec=0.01)
         return condition()
 
-    def wait_for_node(self, timeout_s: float) -> bool:
+    def wait_for_played_node(self, timeout_s: float) -> bool:
         """Wait until something subscribes to the image and camera_info topics and publishes the done topic."""
         return self.spin_until(lambda: self.count_subscribers(self._image_topic) > 0
                                and self.count_subscribers(self._info_topic) > 0
@@ -159,7 +160,7 @@ class SequencePlayer(Node):
             if len(sent) >= window:
                 self._wait_done(sent[-window], frame_timeout_s)
             header = Header(stamp=time_from_ns(frame.stamp_ns), frame_id=self.frame_id)
-            self._clock.publish(Clock(clock=header.stamp))
+            self._clock_publisher.publish(Clock(clock=header.stamp))
             self._info.publish(camera_info_from_calibration(CameraCalibration(frame.intrinsics), header))
             self.recording.sent_s[frame.stamp_ns] = time.monotonic()
             self._image.publish(image_from_numpy(frame.rgb, "rgb8", header))
@@ -181,7 +182,7 @@ class SequencePlayer(Node):
         """Keep sim time running past the last frame so the node's timers (map, diagnostics) fire."""
         step_ns = round(CLOCK_TAIL_STEP_S * 1e9)
         for index in range(1, round(CLOCK_TAIL_S / CLOCK_TAIL_STEP_S) + 1):
-            self._clock.publish(Clock(clock=time_from_ns(last_stamp_ns + index * step_ns)))
+            self._clock_publisher.publish(Clock(clock=time_from_ns(last_stamp_ns + index * step_ns)))
             self.spin_until(lambda: False, CLOCK_TAIL_STEP_S / 4)
 
     # -- recording --------------------------------------------------------------------------

@@ -139,15 +139,18 @@ class StageNode(PerceptionNode):
     def process(self, frame: Frame, header: Header) -> None:
         """Run the pipeline on ``frame`` and publish its results with the input's stamp."""
         result = self.pipeline(frame)
-        if not self.context.ok():  # shut down while this frame was processed: nowhere to publish
-            return
+        self._description = self.pipeline.describe()
         out_header = Header(stamp=header.stamp, frame_id=frame.frame_id)
-        self._publish_depth(result, out_header)
-        self._publish_flow(result, out_header)
-        self._publish_odometry(result, out_header)
+        try:
+            self._publish_depth(result, out_header)
+            self._publish_flow(result, out_header)
+            self._publish_odometry(result, out_header)
+        except Exception:
+            if self.context.ok():
+                raise
+            return  # SIGINT/SIGTERM shut the context down while this frame was being published
         if "map" in self.OUTPUTS and self.pipeline.map_version != self._map_snapshot_version:
             self._snapshot_map(frame.intrinsics, out_header)
-        self._description = self.pipeline.describe()
 
     def reset(self) -> None:
         """Forget the stream: pipeline state, path (the map is republished empty)."""

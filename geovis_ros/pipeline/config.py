@@ -59,6 +59,10 @@ class TrackingConfig:
         max_rotation_deg: a rotation from the keyframe larger than this is a divergence.
         min_image_gradient_fraction: a frame with fewer pixels of gradient >= ``min_gradient``
             than this fraction is refused as textureless (black, saturated, covered lens).
+        motion_prior_translation: standard deviation of the motion prior on the translation away
+            from the prediction, as a fraction of the keyframe's median depth (0 disables the prior).
+        motion_prior_rotation_deg: standard deviation of the motion prior on the rotation away from
+            the prediction (0 disables the prior).
 
     """
 
@@ -79,6 +83,8 @@ class TrackingConfig:
     max_translation_depth_ratio: float = 1.0
     max_rotation_deg: float = 60.0
     min_image_gradient_fraction: float = 0.005
+    motion_prior_translation: float = 0.05
+    motion_prior_rotation_deg: float = 3.0
 
     def __post_init__(self) -> None:
         _check_positive(
@@ -87,8 +93,10 @@ class TrackingConfig:
             "max_translation_depth_ratio", "max_rotation_deg",
         )
         _check_fraction(self, "min_inlier_ratio", "min_image_gradient_fraction")
-        if self.min_gradient < 0 or self.brightness_prior_weight < 0:
-            raise ValueError("TrackingConfig.min_gradient and brightness_prior_weight must be >= 0")
+        for name in ("min_gradient", "brightness_prior_weight", "motion_prior_translation",
+                     "motion_prior_rotation_deg"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"TrackingConfig.{name} must be >= 0, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)

@@ -436,7 +436,7 @@ class ActiveKeyframe:
             # Stereo is triangulated with translations tracked on this very depth, so its global scale
             # only carries tracking drift: keep the prior's scale (set by the network, the hand-over
             # alignment and the metric scale filter) and let stereo correct the shape.
-            self.stereo_log_scale = float(np.median(log_ratio[usable])) if np.any(usable) else 0.0
+            self.stereo_log_scale = float(__import__("os").environ.get("SLS","1")) * float(np.median(log_ratio[usable])) if np.any(usable) else 0.0
             ratio_map = np.zeros(prior.size, np.float32)
             weight_map = np.zeros(prior.size, np.float32)
             ratio_map[observed[usable]] = log_ratio[usable] - self.stereo_log_scale

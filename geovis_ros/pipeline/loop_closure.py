@@ -3,10 +3,12 @@
 :class:`LoopDetector` keeps, per keyframe, a compact global descriptor (a small zero-mean,
 unit-norm grey thumbnail; cosine similarity = dot product) and ORB features with their 3D
 points from the keyframe depth. A new keyframe is compared with every stored keyframe outside a
-recent window; the most similar candidates are verified by matching ORB descriptors (ratio
-test) and solving PnP-RANSAC of the new keyframe's pixels against the candidate's 3D points.
-A verified loop gives the relative pose ``T_candidate_query``, its inlier count and an
-information matrix from the reprojection Jacobians of the inliers (plus a covariance floor).
+recent window (threshold adapted to the similarity of consecutive keyframes); the most similar
+candidates are verified by matching ORB descriptors (ratio test) and PnP-RANSAC in both
+directions (each keyframe's pixels against the other's 3D points), which must agree. A verified
+loop gives the relative pose ``T_candidate_query`` (information-weighted mean of both
+directions), its inlier count and an information matrix from the inliers' reprojection
+Jacobians with pixel noise and each point's depth uncertainty (plus a small floor).
 
 :class:`SlamBackend` turns keyframes into a pose graph (odometry edges between consecutive
 keyframes, robust loop edges), optimises it when a loop is found, and keeps the bounded
@@ -68,8 +70,10 @@ class LoopClosureConfig:
             relative poses from PnP in the two directions may differ.
         pixel_sigma: keypoint noise, pixels (scales the information matrix).
         covariance_floor: (fraction of the median inlier depth, radians) standard deviations
-            added to the PnP covariance, so a loop edge never claims more precision than keyframe
-            depth (whose error grows with distance) supports.
+            added to the PnP covariance for model errors (calibration, rolling shutter) beyond
+            the pixel and depth noise it accounts for.
+        default_depth_relative_std: relative depth standard deviation assumed where a keyframe
+            gives none.
         max_database_size: keyframes kept for retrieval; when full, the keyframe most similar
             to its stored neighbour in time is dropped (never one in the recent window).
 
@@ -90,9 +94,10 @@ class LoopClosureConfig:
     ransac_iterations: int = 200
     min_inliers: int = 25
     min_inlier_ratio: float = 0.3
-    max_mutual_disagreement: tuple[float, float] = (0.03, 2.0)
+    max_mutual_disagreement: tuple[float, float] = (0.015, 1.0)
     pixel_sigma: float = 1.0
-    covariance_floor: tuple[float, float] = (0.01, 0.003)
+    covariance_floor: tuple[float, float] = (0.002, 0.001)
+    default_depth_relative_std: float = 0.05
     max_database_size: int = 1000
 
     def __post_init__(self) -> None:
@@ -115,6 +120,7 @@ class LoopClosureConfig:
             "max_mutual_disagreement": min(self.max_mutual_disagreement) > 0,
             "pixel_sigma": self.pixel_sigma > 0,
             "covariance_floor": min(self.covariance_floor) > 0,
+            "default_depth_relative_std": self.default_depth_relative_std >= 0,
             "max_database_size": self.max_database_size > self.recent_keyframes_excluded,
         }
         bad = [name for name, ok in checks.items() if not ok]
@@ -154,7 +160,17 @@ class _Entry:
     keypoints: NDArray[np.float32]  # (N, 2) pixels
     descriptors: NDArray[np.uint8]  # (N, 32) ORB
     points: NDArray[np.float32]  # (N, 3) camera frame metres, NaN without depth
+    depth_std: NDArray[np.float32]  # (N,) standard deviation of the points' depth, metres
     intrinsics: Intrinsics
+
+
+@dataclass(frozen=True)
+class _PnpSolution:
+    pose_query_match: NDArray[np.float64]  # (4, 4) T_query_match
+    information: NDArray[np.float64]  # (6, 6) of a right perturbation of the query camera
+    inliers: int
+    inlier_ratio: float
+    scene_depth: float  # median inlier depth in the query camera, metres
 
 
 def global_descriptor(rgb: NDArray[np.uint8], size: tuple[int, int] = (32, 24)) -> NDArray[np.float32]:
@@ -170,12 +186,20 @@ def global_descriptor(rgb: NDArray[np.uint8], size: tuple[int, int] = (32, 24)) 
 
 
 def pnp_information(
-    points_query: NDArray[np.floating], intrinsics: Intrinsics, pixel_sigma: float
+    points_query: NDArray[np.floating],
+    intrinsics: Intrinsics,
+    pixel_sigma: float,
+    depth_directions: NDArray[np.floating] | None = None,
+    depth_std: NDArray[np.floating] | None = None,
 ) -> NDArray[np.float64]:
     """Information (6, 6) of a camera pose from the reprojections of points (N, 3) in its frame.
 
-    Sum over points of J^T J / sigma^2, with J (2, 6) the derivative of the pixel with respect to
-    a right perturbation ``T <- T exp(delta)`` of the camera pose (twist (v, w), camera frame).
+    Sum over points of J^T S^-1 J, with J (2, 6) the derivative of the pixel with respect to a
+    right perturbation ``T <- T exp(delta)`` of the camera pose (twist (v, w), camera frame) and
+    S (2, 2) the pixel covariance: ``pixel_sigma^2 I`` plus, when given, the image of each
+    point's depth error: a point whose depth (in the camera it was measured from) has standard
+    deviation ``depth_std`` (N,) metres moves along ``depth_directions`` (N, 3) (d point / d depth,
+    in this camera's frame).
     """
     p = np.asarray(points_query, dtype=np.float64)
     x, y, z = p[:, 0], p[:, 1], p[:, 2]
@@ -191,7 +215,12 @@ def pnp_information(
     point_jacobian[:, 1, 3], point_jacobian[:, 1, 5] = z, -x
     point_jacobian[:, 2, 3], point_jacobian[:, 2, 4] = -y, x
     jacobian = projection @ point_jacobian
-    return np.einsum("nki,nkj->ij", jacobian, jacobian) / pixel_sigma**2
+    pixel_covariance = np.broadcast_to(np.eye(2) * pixel_sigma**2, (p.shape[0], 2, 2)).copy()
+    if depth_directions is not None and depth_std is not None:
+        shift = np.einsum("nij,nj->ni", projection, np.asarray(depth_directions, dtype=np.float64))
+        shift *= np.asarray(depth_std, dtype=np.float64)[:, None]
+        pixel_covariance += shift[:, :, None] * shift[:, None, :]
+    return np.einsum("nki,nkl,nlj->ij", jacobian, np.linalg.inv(pixel_covariance), jacobian)
 
 
 def sample_smooth_depth(
@@ -241,7 +270,8 @@ class LoopDetector:
         self._serial = 0
 
     def add_keyframe(
-        self, keyframe_id: int, rgb: NDArray[np.uint8], depth: NDArray[np.floating], intrinsics: Intrinsics
+        self, keyframe_id: int, rgb: NDArray[np.uint8], depth: NDArray[np.floating], intrinsics: Intrinsics,
+        depth_std: NDArray[np.floating] | None = None,
     ) -> list[LoopClosure]:
         """Look for loops of a new keyframe, then store it.
 
@@ -250,6 +280,8 @@ class LoopDetector:
             rgb: (H, W, 3) uint8 image.
             depth: (H, W) metres, NaN where unknown (the keyframe's fused depth).
             intrinsics: intrinsics of ``rgb`` and ``depth``.
+            depth_std: (H, W) standard deviation of ``depth``, metres; None (or NaN pixels) uses
+                ``default_depth_relative_std`` times the depth.
 
         Returns:
             Verified loops, most inliers first (empty when none).
@@ -260,8 +292,10 @@ class LoopDetector:
                 f"rgb {rgb.shape} and depth {depth.shape} must match the "
                 f"{intrinsics.width}x{intrinsics.height} intrinsics"
             )
+        if depth_std is not None and depth_std.shape != depth.shape:
+            raise ValueError(f"depth_std {depth_std.shape} must match depth {depth.shape}")
         thumbnail = global_descriptor(rgb, self.config.thumbnail_size)
-        entry = self._describe(keyframe_id, rgb, depth, intrinsics)
+        entry = self._describe(keyframe_id, rgb, depth, depth_std, intrinsics)
         loops = self._query(entry, thumbnail)
         self._entries.append(entry)
         self._thumbnails = np.concatenate([self._thumbnails, thumbnail[None]], axis=0)
@@ -274,7 +308,7 @@ class LoopDetector:
         """The ORB detector for images whose shorter side is ``shorter_side`` pixels."""
         patch = max(5, min(self.config.orb_patch_size, shorter_side // 6))
         if self._orb is None or self._orb[0] != patch:
-            orb = cv2.ORB_create(
+            orb = cv2.ORB.create(
                 nfeatures=self.config.orb_features, scaleFactor=1.2, nlevels=self.config.orb_levels,
                 edgeThreshold=patch, patchSize=patch, fastThreshold=10,
             )
@@ -282,20 +316,24 @@ class LoopDetector:
         return self._orb[1]
 
     def _describe(
-        self, keyframe_id: int, rgb: NDArray[np.uint8], depth: NDArray[np.floating], intrinsics: Intrinsics
+        self, keyframe_id: int, rgb: NDArray[np.uint8], depth: NDArray[np.floating],
+        depth_std: NDArray[np.floating] | None, intrinsics: Intrinsics,
     ) -> _Entry:
         grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-        keypoints, descriptors = self._detector(min(grey.shape)).detectAndCompute(grey, None)
-        if descriptors is None or not keypoints:
-            uv = np.zeros((0, 2), dtype=np.float32)
-            descriptors = np.zeros((0, 32), dtype=np.uint8)
-        else:
-            uv = np.array([kp.pt for kp in keypoints], dtype=np.float32)
+        keypoints, found = self._detector(min(grey.shape)).detectAndCompute(grey, None)
+        descriptors = np.zeros((0, 32), dtype=np.uint8) if found is None else np.asarray(found, dtype=np.uint8)
+        uv = np.array([kp.pt for kp in keypoints], dtype=np.float32).reshape(-1, 2)
         z = sample_smooth_depth(depth, uv, self.config.max_depth_step)
         points = np.stack(
             [(uv[:, 0] - intrinsics.cx) / intrinsics.fx * z, (uv[:, 1] - intrinsics.cy) / intrinsics.fy * z, z], axis=1
         ).astype(np.float32)
-        return _Entry(keyframe_id, self._serial, uv, descriptors, points, intrinsics)
+        std = np.full(z.shape, np.nan, dtype=np.float32)
+        if depth_std is not None:
+            col = np.clip(np.rint(uv[:, 0]).astype(np.intp), 0, intrinsics.width - 1)
+            row = np.clip(np.rint(uv[:, 1]).astype(np.intp), 0, intrinsics.height - 1)
+            std = depth_std[row, col].astype(np.float32)
+        std = np.where(np.isfinite(std) & (std >= 0), std, self.config.default_depth_relative_std * z)
+        return _Entry(keyframe_id, self._serial, uv, descriptors, points, std.astype(np.float32), intrinsics)
 
     def _query(self, entry: _Entry, thumbnail: NDArray[np.float32]) -> list[LoopClosure]:
         serials = np.fromiter((e.serial for e in self._entries), dtype=np.int64, count=len(self._entries))
@@ -319,49 +357,40 @@ class LoopDetector:
         """Geometric check of a candidate: PnP both ways (each keyframe's pixels on the other's 3D points).
 
         Both directions must pass the inlier thresholds and agree on the relative pose (a wrong or
-        degenerate solution rarely repeats with the roles swapped).
+        degenerate solution rarely repeats with the roles swapped); the loop pose is their
+        information-weighted mean.
         """
         cfg = self.config
         forward = self._solve_pnp(query, match)
-        if forward is None:
+        backward = self._solve_pnp(match, query) if forward is not None else None
+        if forward is None or backward is None:
             return None
-        pose_query_match, points_query, ratio = forward
-        backward = self._solve_pnp(match, query)
-        if backward is None:
-            return None
-        pose_match_query_forward = invert(pose_query_match)
-        pose_match_query_backward, points_match, ratio_backward = backward
-        # The loop edge's error twist lives in the query frame; the backward PnP's information is
-        # for a perturbation d' of the match camera, which is d = -Ad(T_query_match) d' there.
-        disagreement = se3_log(pose_query_match @ pose_match_query_backward)
-        scene_depth = float(np.median(points_query[:, 2]))
-        if (np.linalg.norm(disagreement[:3]) > cfg.max_mutual_disagreement[0] * scene_depth
+        pose_match_query_forward = invert(forward.pose_query_match)
+        disagreement = se3_log(forward.pose_query_match @ backward.pose_query_match)
+        if (np.linalg.norm(disagreement[:3]) > cfg.max_mutual_disagreement[0] * forward.scene_depth
                 or np.degrees(np.linalg.norm(disagreement[3:])) > cfg.max_mutual_disagreement[1]):
             return None
-        information_forward = pnp_information(points_query, query.intrinsics, cfg.pixel_sigma)
+        # The loop edge's error twist lives in the query frame; the backward solution's is a
+        # perturbation d' of the match camera, which is d = -Ad(T_match_query)^-1 d' there.
         adjoint = adjoint_batch(pose_match_query_forward[None])[0]
-        information_backward = adjoint.T @ pnp_information(points_match, match.intrinsics, cfg.pixel_sigma) @ adjoint
-        information = information_forward + information_backward
-        floor_t, floor_r = cfg.covariance_floor[0] * scene_depth, cfg.covariance_floor[1]
+        information_backward = adjoint.T @ backward.information @ adjoint
+        information = forward.information + information_backward
+        floor_t, floor_r = cfg.covariance_floor[0] * forward.scene_depth, cfg.covariance_floor[1]
         try:
-            # Information-weighted mean of the two estimates, linearised at the forward one.
             step = np.linalg.solve(information, information_backward @ disagreement)
-            pose_match_query = pose_match_query_forward @ se3_exp(step)
             covariance = np.linalg.inv(information) + np.diag([floor_t**2] * 3 + [floor_r**2] * 3)
+            information = np.linalg.inv(covariance)
         except np.linalg.LinAlgError:
             return None  # degenerate geometry (e.g. all inliers on a line)
-        information = np.linalg.inv(covariance)
         return LoopClosure(
-            query.keyframe_id, match.keyframe_id, pose_match_query, 0.5 * (information + information.T),
-            min(points_query.shape[0], points_match.shape[0]), min(ratio, ratio_backward), similarity,
+            query.keyframe_id, match.keyframe_id, pose_match_query_forward @ se3_exp(step),
+            0.5 * (information + information.T), min(forward.inliers, backward.inliers),
+            min(forward.inlier_ratio, backward.inlier_ratio), similarity,
         )
 
-    def _solve_pnp(
-        self, query: _Entry, match: _Entry
-    ) -> tuple[NDArray[np.float64], NDArray[np.float32], float] | None:
+    def _solve_pnp(self, query: _Entry, match: _Entry) -> _PnpSolution | None:
         """``T_query_match`` from ORB ratio-test matches and PnP-RANSAC on the match's 3D points.
 
-        Returns the pose, the inlier 3D points in the query frame (N, 3) and the inlier ratio, or
         None when the inlier thresholds are not met.
         """
         cfg = self.config
@@ -371,13 +400,12 @@ class LoopDetector:
             query.descriptors, match.descriptors, -1, normType=cv2.NORM_HAMMING, K=2
         )
         good = distance[:, 0] < cfg.match_ratio * distance[:, 1]
-        query_index = np.flatnonzero(good)
-        object_points = match.points[nearest[good, 0]]
-        has_depth = np.all(np.isfinite(object_points), axis=1)
-        query_index, object_points = query_index[has_depth], object_points[has_depth]
+        query_index, match_index = np.flatnonzero(good), nearest[good, 0]
+        has_depth = np.all(np.isfinite(match.points[match_index]), axis=1)
+        query_index, match_index = query_index[has_depth], match_index[has_depth]
         if query_index.size < cfg.min_inliers:
             return None
-        image_points = query.keypoints[query_index]
+        object_points, image_points = match.points[match_index], query.keypoints[query_index]
         k = query.intrinsics
         ok, rvec, tvec, inliers = cv2.solvePnPRansac(
             object_points, image_points, k.matrix, None, iterationsCount=cfg.ransac_iterations,
@@ -398,19 +426,24 @@ class LoopDetector:
         if int(tight.sum()) >= cfg.min_inliers:
             inlier_mask = tight
             rvec, tvec = cv2.solvePnPRefineLM(object_points[tight], image_points[tight], k.matrix, None, rvec, tvec)
-        pose_query_match = make_pose(cv2.Rodrigues(rvec)[0], tvec.ravel())
-        in_query = (object_points[inlier_mask] @ pose_query_match[:3, :3].T + pose_query_match[:3, 3])
-        return pose_query_match, in_query.astype(np.float32), ratio
+        pose = make_pose(cv2.Rodrigues(rvec)[0], tvec.ravel())
+        points_match = object_points[inlier_mask].astype(np.float64)
+        points_query = points_match @ pose[:3, :3].T + pose[:3, 3]
+        # A depth error of the match's point moves it along its viewing ray from the match camera.
+        rays_query = (points_match / points_match[:, 2:3]) @ pose[:3, :3].T
+        information = pnp_information(points_query, k, cfg.pixel_sigma, rays_query,
+                                      match.depth_std[match_index[inlier_mask]])
+        return _PnpSolution(pose, information, count, ratio, float(np.median(points_query[:, 2])))
 
     @staticmethod
     def _reprojection_error(
-        points: NDArray[np.float32], pixels: NDArray[np.float32], k: Intrinsics,
-        rvec: NDArray[np.float64], tvec: NDArray[np.float64],
+        points: NDArray[np.float32], pixels: NDArray[np.float32], k: Intrinsics, rvec: ArrayLike, tvec: ArrayLike,
     ) -> NDArray[np.float64]:
         """Pixel distance (N,) between ``pixels`` (N, 2) and the projections of ``points`` (N, 3); inf behind."""
-        projected, _ = cv2.projectPoints(points, rvec, tvec, k.matrix, None)
+        projected, _ = cv2.projectPoints(points, np.asarray(rvec, np.float64), np.asarray(tvec, np.float64), k.matrix,
+                                         None)
         error = np.linalg.norm(projected.reshape(-1, 2) - pixels, axis=1)
-        camera_z = (points @ cv2.Rodrigues(rvec)[0].T + tvec.reshape(1, 3))[:, 2]
+        camera_z = (points @ cv2.Rodrigues(np.asarray(rvec))[0].T + np.asarray(tvec).reshape(1, 3))[:, 2]
         return np.where(camera_z > 0, error, np.inf)
 
     def _drop_redundant(self) -> None:
@@ -562,7 +595,7 @@ class SlamBackend:
         self.map.add_keyframe(keyframe_id, self.graph.pose(keyframe_id), cloud)
         if self.detector is None:
             return BackendUpdate()
-        loops = tuple(self.detector.add_keyframe(keyframe_id, rgb, depth, intrinsics))
+        loops = tuple(self.detector.add_keyframe(keyframe_id, rgb, depth, intrinsics, depth_std))
         if not loops:
             return BackendUpdate()
         for loop in loops:

@@ -29,7 +29,7 @@ import argparse
 import math
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -42,7 +42,7 @@ from geovis_ros.data.image_io import DatasetError, write_depth_png
 from geovis_ros.data.readers import open_sequence
 from geovis_ros.data.sequence import SequenceFrame
 from geovis_ros.data.trajectory_io import TrajectoryFormatError, read_trajectory, write_trajectory
-from geovis_ros.eval.metrics_traj import TrajectoryEvalError, evaluate_trajectory
+from geovis_ros.eval.metrics_traj import AssociateBy, TrajectoryEvalError, evaluate_trajectory
 from geovis_ros.geometry.camera import CameraModelError
 from geovis_ros.geometry.se3 import invert
 from geovis_ros.pipeline.config import OdometryConfig
@@ -251,7 +251,7 @@ def _open_input(args: argparse.Namespace) -> tuple[Iterable[SequenceFrame], int 
         raise CommandError(f"{args.input}: no such file or folder")
     try:
         source = open_sequence(args.input, calib=args.calib)
-        length = len(source) if hasattr(source, "__len__") else None
+        length = len(source) if isinstance(source, Sized) else None
     except (DatasetError, CameraModelError, OSError) as err:
         raise CommandError(f"cannot read {args.input}: {err}") from None
     return source, length
@@ -284,8 +284,8 @@ def _score(run: OdometryRun, args: argparse.Namespace) -> dict[str, float] | Non
     RPE; ``end_drift_m``: position error of the last pose when the first poses are made to coincide
     (the loop-closure figure); ``path_length_m``.
     """
-    stamps_s = run.stamps_ns * 1e-9
-    associate_by = "stamp"
+    stamps_s = run.stamps_ns.astype(np.float64) * 1e-9
+    associate_by: AssociateBy = "stamp"
     if args.gt is not None:
         gt_format = args.gt_format or args.format
         try:

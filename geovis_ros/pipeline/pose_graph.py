@@ -20,12 +20,15 @@ All per-edge work (residuals, Jacobians, block assembly) is vectorised over edge
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from geovis_ros.geometry.se3 import invert
+
+if TYPE_CHECKING:
+    from scipy.sparse import csc_matrix
 
 KernelKind = Literal["huber", "cauchy"]
 
@@ -388,7 +391,8 @@ class PoseGraph:
     def _robust(edges: _EdgeArrays, chi2: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Per-edge robust cost rho(chi2) and IRLS weight rho'(chi2), both (E,)."""
         cost, weight = chi2.copy(), np.ones_like(chi2)
-        for code, kind in ((1, "huber"), (2, "cauchy")):
+        kinds: tuple[tuple[int, KernelKind], ...] = ((1, "huber"), (2, "cauchy"))
+        for code, kind in kinds:
             mask = edges.kernel_kind == code
             if np.any(mask):
                 # Deltas differ per edge: evaluate the kernel formula with per-edge thresholds.
@@ -411,7 +415,7 @@ class PoseGraph:
 
     def _normal_equations(
         self, edges: _EdgeArrays, poses: NDArray[np.float64], free_slot: NDArray[np.intp]
-    ) -> tuple[object, NDArray[np.float64]]:
+    ) -> tuple[csc_matrix, NDArray[np.float64]]:
         """Sparse H (6F, 6F) and gradient b (6F,) of the robustified Gauss-Newton system."""
         from scipy import sparse
 

@@ -211,9 +211,8 @@ class BagOutput:
                 covariance=np.zeros(36)))
         self.write("odom", "nav_msgs/msg/Odometry", stamp, msg)
         if self.switches["publish_tf"]:
-            pose = msg.pose.pose
-            transform = t["geometry_msgs/msg/Transform"](
-                translation=self.vector(odometry.pose[:3, 3]), rotation=pose.orientation)
+            transform = t["geometry_msgs/msg/Transform"](translation=self.vector(odometry.pose[:3, 3]),
+                                                         rotation=self.pose(odometry.pose).orientation)
             stamped = t["geometry_msgs/msg/TransformStamped"](header=odom_header, child_frame_id=header.frame_id,
                                                               transform=transform)
             self.write("/tf", "tf2_msgs/msg/TFMessage", stamp, t["tf2_msgs/msg/TFMessage"](transforms=[stamped]))
@@ -397,7 +396,11 @@ def _progress(total: int) -> Iterator[Callable[[], None]]:
     from tqdm import tqdm
 
     bar = tqdm(total=total, unit="frame", disable=None, file=sys.stderr)
+
+    def advance() -> None:
+        bar.update(1)
+
     try:
-        yield lambda: bar.update(1)
+        yield advance
     finally:
         bar.close()

@@ -27,7 +27,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from geovis_ros.geometry.camera import Intrinsics
-from geovis_ros.geometry.se3 import invert, rotation_angle, se3_exp, skew
+from geovis_ros.geometry.se3 import invert, rotation_angle, se3_exp, se3_log, skew
 from geovis_ros.pipeline.config import TrackingConfig
 
 _BORDER_PX = 2
@@ -324,6 +324,33 @@ def failed_estimate(pose_current_keyframe: NDArray[np.float64], reason: str) -> 
                             success=False, failure=reason)
 
 
+class MotionPrior:
+    """Gaussian prior on T_current_keyframe around the predicted pose (the tracker's initial guess).
+
+    Keeps directions the image cannot constrain (a wall of parallel stripes, a textureless frame
+    corner) at the motion model's prediction instead of letting them wander or jump to a periodic
+    alias. Residual ``xi = log(T_guess^-1 T)`` (keyframe frame), weights ``1 / std^2`` per axis.
+    """
+
+    def __init__(self, guess: NDArray[np.float64], translation_std: float, rotation_std: float) -> None:
+        self._guess_inverse = invert(guess)
+        self.information = np.array([1.0 / translation_std**2] * 3 + [1.0 / rotation_std**2] * 3)
+
+    def residual(self, pose: NDArray[np.float64]) -> NDArray[np.float64]:
+        """The residual xi (6,) of ``pose`` relative to the guess."""
+        return se3_log(self._guess_inverse @ pose)
+
+    def cost(self, pose: NDArray[np.float64]) -> float:
+        """0.5 xi^T Lambda xi."""
+        xi = self.residual(pose)
+        return 0.5 * float(np.sum(self.information * xi * xi))
+
+    def add_to(self, hessian: NDArray[np.float64], gradient: NDArray[np.float64], pose: NDArray[np.float64]) -> None:
+        """Add the prior to normal equations in the update ``pose exp(-delta)`` (xi -> xi - delta)."""
+        hessian[:6, :6] += np.diag(self.information)
+        gradient[:6] -= self.information * self.residual(pose)
+
+
 @dataclass
 class _Evaluation:
     cost: float
@@ -358,6 +385,10 @@ class DirectTracker:
         if reference.point_count < cfg.min_points:
             return failed_estimate(pose, "too few keyframe points with depth")
         gain, offset = (brightness_guess if cfg.affine_brightness else (1.0, 0.0))
+        depth = median_depth if median_depth is not None and math.isfinite(median_depth) else reference.median_depth()
+        prior = None
+        if cfg.motion_prior_translation > 0 and cfg.motion_prior_rotation_deg > 0 and math.isfinite(depth):
+            prior = MotionPrior(pose, cfg.motion_prior_translation * depth, math.radians(cfg.motion_prior_rotation_deg))
         iterations = 0
         levels = min(len(reference.levels), pyramid.levels)
         # The depth-uncertainty term uses the initial guess's baseline: re-evaluating it at the
@@ -369,11 +400,12 @@ class DirectTracker:
             if pts.points.shape[0] < 8:
                 continue
             pose, gain, offset, used = self._solve_level(
-                pts, pyramid.gray[level], pyramid.intrinsics[level], pose, gain, offset, level, depth_terms[level]
+                pts, pyramid.gray[level], pyramid.intrinsics[level], pose, gain, offset, level, depth_terms[level],
+                prior,
             )
             iterations += used
-        return self._assess(reference, pyramid, orthonormalized(pose), gain, offset, iterations, median_depth,
-                            depth_terms[0])
+        return self._assess(reference, pyramid, orthonormalized(pose), gain, offset, iterations, depth,
+                            depth_terms[0], prior)
 
     # ------------------------------------------------------------------------------------------
 
@@ -388,7 +420,7 @@ class DirectTracker:
         du = k.fx * (translation[0] * z - y[:, 0] * translation[2]) / z**2
         dv = k.fy * (translation[1] * z - y[:, 1] * translation[2]) / z**2
         along = pts.gradient[:, 0] * du + pts.gradient[:, 1] * dv
-        return along**2 * pts.inverse_depth_var
+        return along**2 * pts.inverse_depth_var * float(__import__("os").environ.get("DT","1"))
 
     def _evaluate(
         self, pts: _LevelPoints, image: NDArray[np.float32], k: Intrinsics, pose: NDArray[np.float64],
@@ -442,13 +474,16 @@ class DirectTracker:
 
     def _solve_level(
         self, pts: _LevelPoints, image: NDArray[np.float32], k: Intrinsics, pose: NDArray[np.float64],
-        gain: float, offset: float, level: int, depth_term: NDArray[np.float64],
+        gain: float, offset: float, level: int, depth_term: NDArray[np.float64], prior: MotionPrior | None,
     ) -> tuple[NDArray[np.float64], float, float, int]:
         """Levenberg-Marquardt at one level; stops when the step or the cost decrease becomes negligible."""
         cfg = self.config
         step_tolerance = cfg.convergence_step * 2**level  # a coarse pixel is 2^level fine pixels
         current = self._evaluate(pts, image, k, pose, gain, offset, depth_term)
+        current_cost = current.cost + (prior.cost(pose) if prior else 0.0)
         hessian, gradient = self._normal_equations(pts, current, gain, offset)
+        if prior:
+            prior.add_to(hessian, gradient, pose)
         damping = 1e-4
         used = rejected = 0
         for _ in range(cfg.max_iterations):
@@ -462,12 +497,16 @@ class DirectTracker:
             candidate_pose = pose @ invert(se3_exp(step[:6]))
             candidate_gain, candidate_offset = gain + step[6], offset + step[7]
             candidate = self._evaluate(pts, image, k, candidate_pose, candidate_gain, candidate_offset, depth_term)
-            if candidate.cost <= current.cost:
-                decrease = current.cost - candidate.cost
+            candidate_cost = candidate.cost + (prior.cost(candidate_pose) if prior else 0.0)
+            if candidate_cost <= current_cost:
+                decrease = current_cost - candidate_cost
                 pose, gain, offset, current = candidate_pose, candidate_gain, candidate_offset, candidate
-                if small_step or decrease < _MIN_RELATIVE_DECREASE * current.cost:
+                current_cost = candidate_cost
+                if small_step or decrease < _MIN_RELATIVE_DECREASE * current_cost:
                     break
                 hessian, gradient = self._normal_equations(pts, current, gain, offset)
+                if prior:
+                    prior.add_to(hessian, gradient, pose)
                 damping = max(damping * 0.25, 1e-7)
                 rejected = 0
             else:
@@ -479,12 +518,14 @@ class DirectTracker:
 
     def _assess(
         self, reference: TrackingReference, pyramid: ImagePyramid, pose: NDArray[np.float64], gain: float,
-        offset: float, iterations: int, median_depth: float | None, depth_term: NDArray[np.float64],
+        offset: float, iterations: int, depth: float, depth_term: NDArray[np.float64], prior: MotionPrior | None,
     ) -> TrackingEstimate:
         cfg = self.config
         pts, k = reference.levels[0], pyramid.intrinsics[0]
         final = self._evaluate(pts, pyramid.gray[0], k, pose, gain, offset, depth_term)
-        hessian, _ = self._normal_equations(pts, final, gain, offset)
+        hessian, gradient = self._normal_equations(pts, final, gain, offset)
+        if prior:
+            prior.add_to(hessian, gradient, pose)
         visible_count = int(np.count_nonzero(final.visible))
         total = max(pts.points.shape[0], 1)
         inliers = final.visible & (np.abs(final.normalised) < cfg.inlier_threshold)
@@ -498,7 +539,6 @@ class DirectTracker:
             covariance = 0.5 * (covariance + covariance.T)
         except np.linalg.LinAlgError:
             covariance = np.eye(6) * 1e6
-        depth = median_depth if median_depth is not None and math.isfinite(median_depth) else reference.median_depth()
         failure = ""
         if not np.all(np.isfinite(pose)) or not math.isfinite(gain):
             failure = "diverged (non-finite)"

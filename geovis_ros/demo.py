@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -25,7 +26,13 @@ import numpy as np
 from geovis_ros.cli import CommandError
 from geovis_ros.data.sequence import SequenceFrame
 from geovis_ros.eval.metrics_depth import DepthMetricsAccumulator
-from geovis_ros.pipeline.run_report import timing_metrics, trajectory_metrics, write_run_outputs
+from geovis_ros.pipeline.run_report import (
+    WARMUP_FRAMES,
+    format_number,
+    timing_metrics,
+    trajectory_metrics,
+    write_run_outputs,
+)
 
 if TYPE_CHECKING:
     from geovis_ros.nodes.sequence_player import Recording
@@ -39,6 +46,8 @@ FRAME_TIMEOUT_S = 180.0
 SHUTDOWN_TIMEOUT_S = 20.0
 # Fewer frames leave nothing to time after the warm-up frames.
 WARMUP_MIN_FRAMES = 5
+# After the last result: wait this long for the final map and diagnostics.
+FINAL_OUTPUTS_TIMEOUT_S = 10.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,6 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=3, help="scene seed (default 3)")
     parser.add_argument("--backend", default="auto", choices=("auto", "tensorrt", "torch", "onnxruntime"),
                         help="inference backend of the node (default auto)")
+    parser.add_argument("--in-flight", type=int, default=1,
+                        help="frames sent ahead of their results (default 1: lockstep, latency without queueing)")
     parser.add_argument("--domain-id", type=int, default=None,
                         help="ROS_DOMAIN_ID to use (default: a random private one in 1..100)")
 
@@ -138,15 +149,37 @@ def demo_metrics(frames: list[SequenceFrame], recording: Recording) -> tuple[dic
         "failed_frames": int(diagnostics.get("failed_frames", -1)),
         "keyframes": int(diagnostics.get("keyframes", 0)),
         "map_points": 0 if recording.map is None else len(recording.map.xyz),
+        # the node's own stage timings of the last frame (from /diagnostics)
+        **{f"last_frame_{key}": float(value) for key, value in diagnostics.items() if key.endswith("_ms")},
     }
     return metrics, evaluation
 
 
+@dataclass
+class DemoRun:
+    """Everything one demo run produced (the files are already written)."""
+
+    frames: list[SequenceFrame]
+    recording: Recording
+    metrics: dict[str, Any]
+    written: dict[str, Path]
+    node_log: str
+
+
 def run(args: argparse.Namespace) -> int:
-    """Render, play through a real pipeline_node process, score and write the report."""
+    """Render, play through a real pipeline_node process, score, write the report, print a summary."""
+    demo = run_demo(args)
+    _print_summary(demo.metrics, demo.written)
+    return 0
+
+
+def run_demo(args: argparse.Namespace) -> DemoRun:
+    """The demo without the summary; raises CommandError when the node fails or exits uncleanly."""
     started = time.monotonic()
     if args.frames < WARMUP_MIN_FRAMES:
         raise CommandError(f"--frames must be at least {WARMUP_MIN_FRAMES} (the first frames build the engines)")
+    if args.in_flight < 1:
+        raise CommandError(f"--in-flight must be >= 1, got {args.in_flight}")
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     env = local_ros_environment(args.domain_id)
@@ -163,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
     with log_path.open("w") as log:
         process = start_node(command, env, log)
         try:
-            recording = run_player(lambda player: _play(player, frames, process))
+            recording = run_player(lambda player: _play(player, frames, process, args.in_flight))
         finally:
             status = stop_node(process)
     log_text = log_path.read_text()
@@ -174,19 +207,20 @@ def run(args: argparse.Namespace) -> int:
     middle = frames[len(frames) // 2]
     depth_example = (middle.depth, recording.depth[middle.stamp_ns]) if (
         middle.depth is not None and middle.stamp_ns in recording.depth) else None
+    latency = ("image published -> odom received (wall clock, DDS included), one frame in flight" if
+               args.in_flight == 1 else f"includes queueing: {args.in_flight} frames in flight")
     details = [
         f"Sequence: synthetic `{args.scene}/{args.trajectory}`, {args.frames} frames {args.width}x{args.height}, "
         f"seed {args.seed}; node command: `{' '.join(command[1:])}`.",
-        "ATE: SE(3) alignment, no scale correction. Latency: image published -> odom received (wall clock, "
-        "DDS included), first 2 frames (engine build) left out.",
+        f"ATE: SE(3) alignment, no scale correction. Latency: {latency}; the first {WARMUP_FRAMES} frames "
+        "(engine build) are left out.",
     ]
     written = write_run_outputs(out, "geovis demo", metrics, details, evaluation, depth_example, recording.map)
-    _print_summary(metrics, written)
-    return 0
+    return DemoRun(frames, recording, metrics, written, log_text)
 
 
-def _play(player: Any, frames: list[SequenceFrame], process: subprocess.Popen[str]) -> None:
-    """Wait for the node, play the frames in lockstep, wait for the final map."""
+def _play(player: Any, frames: list[SequenceFrame], process: subprocess.Popen[str], in_flight: int) -> None:
+    """Wait for the node, play the frames, wait for the final map and diagnostics."""
     if not player.wait_for_played_node(NODE_START_TIMEOUT_S) or process.poll() is not None:
         raise CommandError(f"pipeline_node did not come up within {NODE_START_TIMEOUT_S:.0f} s")
 
@@ -195,17 +229,17 @@ def _play(player: Any, frames: list[SequenceFrame], process: subprocess.Popen[st
             print(f"  played {sent}/{len(frames)} frames", flush=True)
 
     try:
-        player.play(frames, window=1, frame_timeout_s=FRAME_TIMEOUT_S, progress=progress)
+        player.play(frames, window=in_flight, frame_timeout_s=FRAME_TIMEOUT_S, progress=progress)
     except TimeoutError as err:
         raise CommandError(f"{err} (pipeline_node {'exited' if process.poll() is not None else 'stalled'})") from None
-    player.spin_until(lambda: player.recording.map is not None, 5.0)
+    recording = player.recording
+    player.spin_until(lambda: recording.map is not None
+                      and recording.diagnostics.get("frames_out") == str(len(frames)), FINAL_OUTPUTS_TIMEOUT_S)
 
 
 def _print_summary(metrics: dict[str, Any], written: dict[str, Path]) -> None:
     def number(key: str, unit: str = "", digits: int = 3) -> str:
-        value = metrics[key]
-        finite = isinstance(value, int | float) and np.isfinite(value)
-        return f"{value:.{digits}f}{unit}" if finite else "n/a"
+        return format_number(metrics[key], unit, digits)
 
     print(f"geovis demo: {metrics['frames_out']}/{metrics['frames_in']} frames, backend {metrics['backend']}")
     print(f"  ATE {number('ate_rmse_m', ' m')} over {number('trajectory_length_m', ' m', 2)} of trajectory, "

@@ -1,9 +1,12 @@
 """pipeline_node as a separate ROS 2 process: a synthetic sequence played over DDS, outputs against ground truth.
 
-The node runs exactly as ``geovis demo`` starts it (``python -m geovis_ros.nodes.pipeline_node --ros-args
--p mode:=bag -p use_sim_time:=true ...``) on this test run's private ROS domain, restricted to localhost.
+The fixture runs ``geovis demo`` itself (small): it starts ``python -m geovis_ros.nodes.pipeline_node
+--ros-args -p mode:=bag -p use_sim_time:=true ...`` on this test run's private ROS domain, restricted to
+localhost, plays the frames with /clock, records every output and writes the report.
 """
 
+import argparse
+import json
 import os
 import signal
 import subprocess
@@ -11,14 +14,23 @@ import subprocess
 import numpy as np
 import pytest
 
-from geovis_ros.data.synth import SynthConfig, render_sequence
-from geovis_ros.demo import demo_metrics, local_ros_environment, pipeline_node_command, start_node, stop_node
+from geovis_ros.demo import (
+    add_arguments,
+    local_ros_environment,
+    pipeline_node_command,
+    run_demo,
+    start_node,
+    stop_node,
+)
 from geovis_ros.models.checkpoint import WEIGHTS_DIR
 from geovis_ros.nodes.sequence_player import run_player
+from geovis_ros.pipeline.ply import read_ply
 
 FRAMES, WIDTH, HEIGHT = 24, 160, 120
 PARAMETERS = {"mode": "bag", "use_sim_time": True, "input_qos": "reliable", "backend": "torch",
               "input_width": WIDTH, "map_rate": 5.0}
+DEMO_KEYS = ("frames_in", "frames_out", "ate_rmse_m", "trajectory_length_m", "depth_absrel", "fps",
+             "latency_ms_p50", "latency_ms_p99", "backend")
 
 
 def node_environment():
@@ -27,38 +39,28 @@ def node_environment():
 
 @pytest.fixture(scope="module")
 def played(tmp_path_factory):
-    frames = list(render_sequence(SynthConfig(scene="room", trajectory="handheld", frames=FRAMES, width=WIDTH,
-                                              height=HEIGHT, seed=5), with_flow=False))
-    log_path = tmp_path_factory.mktemp("e2e") / "pipeline_node.log"
-
-    def play(player):
-        assert player.wait_for_played_node(60.0), "pipeline_node did not come up"
-        player.play(frames, window=8, frame_timeout_s=120.0)  # 8 frames in flight: the bag-mode queue fills
-        player.spin_until(lambda: player.recording.map is not None
-                          and player.recording.diagnostics.get("frames_out") == str(FRAMES), 10.0)
-
-    with log_path.open("w") as log:
-        process = start_node(pipeline_node_command(PARAMETERS), node_environment(), log)
-        try:
-            recording = run_player(play)
-        finally:
-            status = stop_node(process)  # SIGINT
-    return frames, recording, status, log_path.read_text()
+    """``geovis demo`` itself, small, with 8 frames in flight so that the node's bag-mode queue fills."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--out", str(tmp_path_factory.mktemp("demo")), "--frames", str(FRAMES),
+                              "--width", str(WIDTH), "--height", str(HEIGHT), "--seed", "5", "--backend", "torch",
+                              "--in-flight", "8", "--domain-id", os.environ["ROS_DOMAIN_ID"]])
+    return run_demo(args)  # raises when the node exits with an error or a traceback (it is stopped by SIGINT)
 
 
 def test_every_frame_is_processed_in_order_and_shutdown_is_clean(played):
-    frames, recording, status, log = played
-    assert status == 0 and "Traceback" not in log, log
-    stamps = [f.stamp_ns for f in frames]
+    stamps = [f.stamp_ns for f in played.frames]
+    recording = played.recording
     assert sorted(recording.odometry) == stamps and sorted(recording.depth) == stamps
     diagnostics = recording.diagnostics
     assert diagnostics["frames_out"] == str(FRAMES) and diagnostics["mode"] == "bag"
     assert (diagnostics["dropped_frames"], diagnostics["rejected_frames"], diagnostics["failed_frames"]) == (
         "0", "0", "0")
+    assert "Traceback" not in played.node_log and "ERROR" not in played.node_log, played.node_log
 
 
 def test_outputs_follow_the_message_contract(played):
-    frames, recording, _, _ = played
+    frames, recording = played.frames, played.recording
     k = frames[0].intrinsics
     assert recording.depth_encodings == {"32FC1"} and set(recording.frame_ids.values()) == {"camera"}
     assert all(depth.shape == (HEIGHT, WIDTH) for depth in recording.depth.values())
@@ -71,24 +73,30 @@ def test_outputs_follow_the_message_contract(played):
     assert recording.odom_frames == {("odom", "camera")} and recording.path_length == FRAMES
     assert recording.map is not None and recording.map.frame_id == "odom" and len(recording.map.xyz) > 0
     assert recording.keyframe_markers > 0 and recording.keyframe_markers % 16 == 0
-    metrics, _ = demo_metrics(frames, recording)
+
+
+def test_demo_writes_its_report_files(played):
+    metrics = json.loads(played.written["metrics"].read_text())
+    assert set(DEMO_KEYS) <= set(metrics)
     assert metrics["frames_in"] == metrics["frames_out"] == FRAMES and metrics["backend"] == "torch-cpu"
-    assert np.isfinite(metrics["ate_rmse_m"]) and np.isfinite(metrics["depth_absrel"])
-    assert metrics["latency_ms_p50"] > 0 and metrics["fps"] > 0
+    assert metrics["dropped_frames"] == 0 and metrics["map_points"] == len(played.recording.map.xyz)
+    assert all(metrics[key] is not None and metrics[key] > 0 for key in DEMO_KEYS[2:8]), metrics
+    assert {"report", "trajectory", "depth", "map"} <= set(played.written)
+    assert "| `ate_rmse_m` |" in played.written["report"].read_text()
+    assert len(read_ply(played.written["map"]).xyz) == metrics["map_points"]
 
 
 def test_outputs_match_ground_truth_within_loose_bounds(played):
     if not (WEIGHTS_DIR / "depth.safetensors").is_file():
         pytest.skip(f"no shipped depth weights at {WEIGHTS_DIR / 'depth.safetensors'}: a randomly initialised "
                     "network cannot be held to ground-truth bounds (the contract test above still runs)")
-    frames, recording, _, _ = played
-    metrics, _ = demo_metrics(frames, recording)
+    metrics = played.metrics
     assert metrics["depth_absrel"] < 0.5
     assert metrics["ate_rmse_m"] < max(0.05, 0.3 * metrics["trajectory_length_m"])
 
 
 def test_sigterm_while_processing_stops_cleanly(played, tmp_path):
-    frames = played[0][:12]
+    frames = played.frames[:12]
     log_path = tmp_path / "node.log"
     ready = []
 

@@ -81,16 +81,25 @@ def module_infer(model: nn.Module, input_names: Sequence[str], output_names: Seq
     return infer
 
 
+NORMS = ("batch", "group", "none")
+
+
 class ConvAct(nn.Module):
-    """3x3 (or k x k) convolution, optional BatchNorm, LeakyReLU(0.1)."""
+    """k x k convolution, normalisation (``batch``, ``group`` = GroupNorm with 8 groups, or ``none``), LeakyReLU(0.1)."""
 
     def __init__(
-        self, in_ch: int, out_ch: int, stride: int = 1, kernel: int = 3, dilation: int = 1, norm: bool = True
+        self, in_ch: int, out_ch: int, stride: int = 1, kernel: int = 3, dilation: int = 1, norm: str = "batch"
     ) -> None:
         super().__init__()
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
         padding = dilation * (kernel // 2)
-        self.conv = nn.Conv2d(in_ch, out_ch, kernel, stride, padding, dilation=dilation, bias=not norm)
-        self.norm = nn.BatchNorm2d(out_ch) if norm else nn.Identity()
+        self.conv = nn.Conv2d(in_ch, out_ch, kernel, stride, padding, dilation=dilation, bias=norm == "none")
+        nn.init.kaiming_normal_(self.conv.weight, a=0.1, mode="fan_out", nonlinearity="leaky_relu")
+        layers: dict[str, nn.Module] = {
+            "batch": nn.BatchNorm2d(out_ch), "group": nn.GroupNorm(8, out_ch), "none": nn.Identity()
+        }
+        self.norm = layers[norm]
         self.act = nn.LeakyReLU(0.1, inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -101,7 +110,7 @@ class ConvAct(nn.Module):
 class DownStage(nn.Module):
     """Encoder stage: a stride-2 ConvAct then a residual ConvAct; halves H and W."""
 
-    def __init__(self, in_ch: int, out_ch: int, norm: bool = True) -> None:
+    def __init__(self, in_ch: int, out_ch: int, norm: str = "batch") -> None:
         super().__init__()
         self.down = ConvAct(in_ch, out_ch, stride=2, norm=norm)
         self.conv = ConvAct(out_ch, out_ch, norm=norm)

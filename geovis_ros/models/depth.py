@@ -63,10 +63,10 @@ class DepthNet(nn.Module):
         self.enc3 = DownStage(c2, c3)
         self.enc4 = DownStage(c3, c4)
         self.context = nn.Sequential(ConvAct(c4, c4, dilation=2), ConvAct(c4, c4, dilation=4))
-        self.dec3 = ConvAct(c4 + c3, c3, norm=False)
-        self.dec2 = ConvAct(c3 + c2 + 2, c2, norm=False)
-        self.dec1 = ConvAct(c2 + c1 + 2, c1, norm=False)
-        self.dec0 = ConvAct(c1 + 3 + 2, 16, norm=False)
+        self.dec3 = ConvAct(c4 + c3, c3, norm="none")
+        self.dec2 = ConvAct(c3 + c2 + 2, c2, norm="none")
+        self.dec1 = ConvAct(c2 + c1 + 2, c1, norm="none")
+        self.dec0 = ConvAct(c1 + 3 + 2, 16, norm="none")
         heads = [nn.Conv2d(c, 2, 3, padding=1) for c in (c3, c2, c1, 16)]
         with torch.no_grad():
             for head in heads:

@@ -44,8 +44,8 @@ class _LevelEstimator(nn.Module):
     def __init__(self, in_ch: int) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            ConvAct(in_ch, 64, norm=False), ConvAct(64, 48, norm=False), ConvAct(48, 32, norm=False),
-            ConvAct(32, 32, dilation=2, norm=False),
+            ConvAct(in_ch, 64, norm="none"), ConvAct(64, 48, norm="none"), ConvAct(48, 32, norm="none"),
+            ConvAct(32, 32, dilation=2, norm="none"),
         )
         self.out = nn.Conv2d(32, 2, 3, padding=1)
         for param in self.out.parameters():
@@ -70,9 +70,9 @@ class FlowRefineNet(nn.Module):
     def __init__(self, widths: tuple[int, int, int] = (16, 32, 48)) -> None:
         super().__init__()
         c1, c2, c3 = widths
-        self.enc1 = DownStage(3, c1, norm=False)
-        self.enc2 = DownStage(c1, c2, norm=False)
-        self.enc3 = DownStage(c2, c3, norm=False)
+        self.enc1 = DownStage(3, c1, norm="none")
+        self.enc2 = DownStage(c1, c2, norm="none")
+        self.enc3 = DownStage(c2, c3, norm="none")
         self.estimators = nn.ModuleList(
             [_LevelEstimator((2 * r + 1) ** 2 + c + 2) for r, c in zip(self.radii, (c3, c2, c1), strict=True)]
         )
@@ -86,7 +86,11 @@ class FlowRefineNet(nn.Module):
     def forward_multiscale(
         self, image1: torch.Tensor, image2: torch.Tensor, flow_init: torch.Tensor
     ) -> list[torch.Tensor]:
-        """Refined flows at 1/8, 1/4, 1/2 (each in pixels of its own grid) and the full-resolution flow."""
+        """Full-resolution refined flows (B, 2, H, W) px after the 1/8, 1/4 and 1/2 levels; the last is the output.
+
+        Each level predicts a correction ``delta`` to the (downsampled) initialisation; the output is
+        ``flow_init + upsample(delta)``, so the initialisation's full-resolution detail is kept.
+        """
         check_spatial_multiple(image1, FLOW_MULTIPLE, "image1")
         if not exporting() and (image1.shape != image2.shape or image1.shape[1] != 3):
             raise ModelInputError(
@@ -98,17 +102,16 @@ class FlowRefineNet(nn.Module):
         # Both images go through the encoder as one batch.
         feats = self._features(torch.cat([image1, image2], 0))
         batch = image1.shape[0]
-        flow = downsample_flow(flow_init, self.scales[0])
+        delta = torch.zeros_like(downsample_flow(flow_init, self.scales[0]))
         outputs = []
         for level, (feat, radius, scale) in enumerate(zip(feats, self.radii, self.scales, strict=True)):
             if level > 0:
-                flow = upsample_flow(flow, 2)
+                delta = upsample_flow(delta, 2)
+            flow = downsample_flow(flow_init, scale) + delta
             f1, f2 = feat[:batch], feat[batch:]
             cost = local_correlation(f1, backward_warp(f2, flow), radius)
-            residual = self.estimators[level](torch.cat([cost, f1, flow / (64.0 / scale)], 1))
-            flow = flow + residual
-            outputs.append(flow)
-        outputs.append(upsample_flow(flow, self.scales[-1]))
+            delta = delta + self.estimators[level](torch.cat([cost, f1, flow / (64.0 / scale)], 1))
+            outputs.append(flow_init + upsample_flow(delta, scale))
         return outputs
 
     def forward(self, image1: torch.Tensor, image2: torch.Tensor, flow_init: torch.Tensor) -> torch.Tensor:

@@ -32,14 +32,14 @@ TWIST_SCALE = (0.1, 0.1, 0.1, 0.02, 0.02, 0.02)
 
 
 class PoseNet(nn.Module):
-    """Six stride-2 ConvAct stages over the channel-stacked pair, a 1x1 head, global average."""
+    """Six stride-2 ConvAct stages (GroupNorm) over the channel-stacked pair, a 1x1 head, global average."""
 
     def __init__(self, widths: tuple[int, ...] = (16, 32, 64, 96, 128, 128)) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         in_ch = 6
         for i, width in enumerate(widths):
-            layers.append(ConvAct(in_ch, width, stride=2, kernel=7 if i == 0 else 3, norm=False))
+            layers.append(ConvAct(in_ch, width, stride=2, kernel=7 if i == 0 else 3, norm="group"))
             in_ch = width
         self.body = nn.Sequential(*layers)
         self.head = nn.Conv2d(in_ch, 6, 1)

@@ -249,6 +249,11 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> None
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        if rclpy.ok():
+            raise
+        # A timer or subscription callback was publishing when SIGINT/SIGTERM shut the context
+        # down under it ("publisher's context is invalid"): that is a clean stop, not a failure.
     finally:
         if node is not None:
             node.destroy_node()

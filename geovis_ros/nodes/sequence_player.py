@@ -28,6 +28,7 @@ from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
 
 from geovis_ros.data.sequence import SequenceFrame
+from geovis_ros.nodes.base import BAG_HISTORY
 from geovis_ros.pipeline.frame import PointCloud
 from geovis_ros.ros.camera_info import CameraCalibration, camera_info_from_calibration
 from geovis_ros.ros.image import depth_from_image, image_from_numpy, numpy_from_image
@@ -106,7 +107,7 @@ class SequencePlayer(Node):
         self.frame_id = frame_id
         self.recording = Recording()
         self._diagnostics_name = diagnostics_name
-        qos = input_qos("reliable", depth=10)
+        qos = input_qos("reliable", depth=BAG_HISTORY)  # a whole window of frames in flight is kept
         self._clock_publisher = self.create_publisher(Clock, "/clock", 10)
         self._image = self.create_publisher(Image, image_topic, qos)
         self._info = self.create_publisher(CameraInfo, info_topic, qos)

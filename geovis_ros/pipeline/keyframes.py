@@ -8,10 +8,7 @@ small-baseline stereo). A match becomes an inverse-depth observation whose varia
 the image gradient along the epipolar line, the intensity noise and a geometric (pose) noise; it is
 fused per pixel with a Kalman update after a chi-square gate against the current estimate.
 
-Stereo is triangulated with translations tracked on the keyframe's own depth, so it cannot tell
-the keyframe's global scale (only tracking drift): the median log ratio stereo / prior is removed
-and the keyframe keeps the prior's scale, which the odometry stage manages (hand-over alignment,
-metric scale filter). Stereo can only measure textured pixels. The network's error is largely a smooth multiplicative
+Stereo can only measure textured pixels. The network's error is largely a smooth multiplicative
 field (plus a per-image scale), so the stereo corrections (log observed / prior) are spread to the
 whole keyframe by Gaussian normalised convolution with a zero-mean prior, and the prior of every
 pixel is multiplied by that field before fusion (the "bias field").
@@ -306,7 +303,6 @@ class ActiveKeyframe:
         self.evidence_info = np.zeros(shape, np.float32)
         self.observations = np.zeros(shape, np.uint16)
         self.bias_field = np.zeros(shape, np.float32)
-        self.stereo_log_scale = 0.0  # log(stereo inverse depth / prior inverse depth), removed in fusion
         self.inverse_depth = self.prior_inverse_depth.copy()
         self.inverse_depth_var = self.prior_var.copy()
         self.frames_fused = 0
@@ -433,13 +429,9 @@ class ActiveKeyframe:
                 log_ratio = np.log(mean / prior_at)
                 log_var = 1.0 / (info * mean * mean) + prior_var.reshape(-1)[observed] / (prior_at * prior_at)
                 usable = np.isfinite(log_ratio) & np.isfinite(log_var) & (log_var > 0)
-            # Stereo is triangulated with translations tracked on this very depth, so its global scale
-            # only carries tracking drift: keep the prior's scale (set by the network, the hand-over
-            # alignment and the metric scale filter) and let stereo correct the shape.
-            self.stereo_log_scale = float(__import__("os").environ.get("SLS","1")) * float(np.median(log_ratio[usable])) if np.any(usable) else 0.0
             ratio_map = np.zeros(prior.size, np.float32)
             weight_map = np.zeros(prior.size, np.float32)
-            ratio_map[observed[usable]] = log_ratio[usable] - self.stereo_log_scale
+            ratio_map[observed[usable]] = log_ratio[usable]
             weight_map[observed[usable]] = 1.0 / log_var[usable]
             self.bias_field = estimate_bias_field(
                 ratio_map.reshape(prior.shape), weight_map.reshape(prior.shape), cfg.bias_field_sigma * prior.shape[1],
@@ -447,11 +439,9 @@ class ActiveKeyframe:
             )
         correction = np.exp(self.bias_field)
         corrected_info = 1.0 / (prior_var * correction * correction)
-        stereo_scale = math.exp(self.stereo_log_scale)
-        evidence_info = self.evidence_info * stereo_scale**2
-        info = corrected_info + evidence_info
+        info = corrected_info + self.evidence_info
         self.inverse_depth = (
-            (prior * correction * corrected_info + evidence_info * (self.evidence_mean / stereo_scale)) / info
+            (prior * correction * corrected_info + self.evidence_info * self.evidence_mean) / info
         ).astype(np.float32)
         self.inverse_depth_var = (1.0 / info).astype(np.float32)
         self.reference.set_depth(self.inverse_depth, self.inverse_depth_var)

@@ -285,7 +285,7 @@ class OdometryStage:
         reason = keyframe_switch_reason(pose_current_keyframe, active.median_depth(), estimate.visible_ratio,
                                         self.config.keyframes)
         if reason:
-            self._switch_keyframe(frame, pyramid, depth, pose_current_keyframe, estimate.covariance)
+            self._switch_keyframe(frame, pyramid, depth, pose_current_keyframe, estimate)
         return self._result(state, estimate, keyframe_id=active.id, is_metric=depth.is_metric)
 
     def _lost(
@@ -332,7 +332,7 @@ class OdometryStage:
 
     def _switch_keyframe(
         self, frame: Frame, pyramid: ImagePyramid, depth: DepthResult, pose_current_keyframe: NDArray[np.float64],
-        relative_covariance: NDArray[np.float64],
+        estimate: TrackingEstimate,
     ) -> None:
         active = self._active
         assert active is not None
@@ -342,7 +342,8 @@ class OdometryStage:
         propagated = None
         if self.config.keyframes.propagate_depth:
             propagated = active.propagate(pose_current_keyframe, frame.intrinsics)
-            fit = align_prior_to_reference(prior[0], propagated[0], fit_shift=not depth.is_metric,
+            fit_shift = self.config.scale.relative_shift and not depth.is_metric
+            fit = align_prior_to_reference(prior[0], propagated[0], fit_shift=fit_shift,
                                            min_points=self.config.scale.min_points)
             if fit is not None:
                 scale, shift, _ = fit
@@ -352,8 +353,12 @@ class OdometryStage:
                     self._relative_log_std = math.hypot(self._relative_log_std, self.config.scale.relative_fit_std)
         self._start_keyframe(frame, pyramid, depth, prior, self._pose, self._covariance, parent=active,
                              pose_parent_keyframe=invert(pose_current_keyframe),
-                             relative_covariance=relative_covariance, after_loss=False, scale_prior=False,
+                             relative_covariance=estimate.covariance, after_loss=False, scale_prior=False,
                              evidence=propagated)
+        if self._active is not None and estimate.persistent_outlier.size:
+            # Moving objects stay excluded across the hand-over (seen where they are in this frame).
+            reference = self._active.reference
+            reference.update_outlier_cells(reference.cells_of(*estimate.projected.T), estimate.persistent_outlier)
 
     def _start_keyframe(
         self, frame: Frame, pyramid: ImagePyramid, depth: DepthResult,

@@ -39,7 +39,7 @@ from geovis_ros.pipeline.pipeline import (
     Pipeline,
     pipeline_config_from_parameters,
 )
-from geovis_ros.pipeline.run_report import timing_metrics, trajectory_metrics, write_run_outputs
+from geovis_ros.pipeline.run_report import format_number, timing_metrics, trajectory_metrics, write_run_outputs
 from geovis_ros.pipeline.visuals import colored_depth, frustum_lines
 
 if TYPE_CHECKING:
@@ -303,8 +303,8 @@ def run(args: argparse.Namespace) -> int:
                "Latency: pipeline time per frame; the first 2 frames (engine build) are left out."]
     write_run_outputs(args.output, "geovis process-bag", metrics, details, evaluation, run_state.depth_example,
                       pipeline.map_cloud() if config.mapping else None)
-    print(f"geovis process-bag: {metrics['frames_out']} frames, {metrics['fps']:.2f} frames/s, "
-          f"ATE {metrics['ate_rmse_m']:.3f} m, depth AbsRel {metrics['depth_absrel']:.3f}; "
+    print(f"geovis process-bag: {metrics['frames_out']} frames, {format_number(metrics['fps'], ' frames/s', 2)}, "
+          f"ATE {format_number(metrics['ate_rmse_m'], ' m')}, depth AbsRel {format_number(metrics['depth_absrel'])}; "
           f"report in {args.output / 'report.md'}")
     return 0
 

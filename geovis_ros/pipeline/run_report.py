@@ -95,12 +95,18 @@ def json_ready(value: Any) -> Any:
     return value
 
 
+def format_number(value: Any, unit: str = "", digits: int = 3) -> str:
+    """``value`` with ``digits`` decimals and ``unit``; "n/a" for None, NaN and inf."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    return f"{value:.{digits}f}{unit}"
+
+
 def format_report(title: str, metrics: dict[str, Any], details: Sequence[str] = ()) -> str:
     """Markdown report: title, a metric table, then ``details`` lines (already Markdown)."""
     lines = [f"# {title}", "", "| metric | value |", "| --- | --- |"]
     for key, value in metrics.items():
-        shown = f"{value:.4g}" if isinstance(value, float) and math.isfinite(value) else (
-            "n/a" if isinstance(value, float) else str(value))
+        shown = format_number(value, digits=4) if isinstance(value, float) else str(value)
         lines.append(f"| `{key}` | {shown} |")
     return "\n".join([*lines, "", *details, ""])
 

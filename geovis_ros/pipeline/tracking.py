@@ -6,7 +6,10 @@ found by coarse-to-fine Levenberg-Marquardt on the Huber-robust, variance-normal
 residual::
 
     r_i = I_cur(pi(T_current_keyframe X_i)) - (gain * I_key(u_i) + offset)
-    sigma_i^2 = (1 + gain^2) sigma_I^2 + (grad I_key . d pi / d rho)^2 var(rho_i)
+    sigma_i^2 = (1 + gain^2) sigma_I^2 + c (grad I_key . d pi / d rho)^2 var(rho_i)
+
+(``c`` = ``depth_uncertainty_weight``, LSD-SLAM's variance normalisation at c = 1; see the config.)
+A Gaussian motion prior around the predicted pose keeps unobservable directions at the prediction.
 
 The pose update is inverse-compositional (the geometric Jacobian is computed once per keyframe
 depth, on the keyframe image); gain and offset are updated additively. The pose covariance is the
@@ -27,14 +30,15 @@ import numpy as np
 from numpy.typing import NDArray
 
 from geovis_ros.geometry.camera import Intrinsics
-from geovis_ros.geometry.se3 import invert, rotation_angle, se3_exp, se3_log, skew
+from geovis_ros.geometry.se3 import invert, rotation_angle, se3_exp, skew, so3_log
 from geovis_ros.pipeline.config import TrackingConfig
 
 _BORDER_PX = 2
 _BRIGHTNESS_SCALE = 255.0  # prior on the gain is expressed in grey levels at full white
 _MIN_RELATIVE_DECREASE = 1e-3  # a level stops once an accepted step lowers the cost less than this
-_MAX_REJECTED_STEPS = 3
-_REMAP_ROW = 4096  # ... or after this many consecutive steps that raised the cost
+_MAX_REJECTED_STEPS = 3  # ... or after this many consecutive steps that raised the cost
+_REMAP_ROW = 4096  # cv2.remap maps must stay under 32767 per side
+_OUTLIER_GRID_COLUMNS = 16  # the moving-object mask is a grid of cells this many across
 
 
 def twist_adjoint(pose: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -210,7 +214,9 @@ class _LevelPoints:
     intensity: NDArray[np.float64]
     grad_x: NDArray[np.float64]
     grad_y: NDArray[np.float64]
+    cell_all: NDArray[np.int64]  # (N,) index of the outlier-grid cell holding the point
     # set by set_depth (only points with valid depth)
+    cell: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
     points: NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, 3)))
     inverse_depth: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
     inverse_depth_var: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
@@ -224,10 +230,21 @@ class TrackingReference:
 
     The pixel selection depends only on the keyframe image (done once); :meth:`set_depth` updates
     the points and Jacobians whenever the keyframe's fused depth changes.
+
+    Moving objects: the keyframe is divided into a grid of cells; after every successful track,
+    :meth:`update_outlier_cells` excludes the cells where most level-0 points were outliers (a
+    moving object, an occluder) from the next alignment on every level, and re-admits them once
+    their points agree again.
     """
 
     def __init__(self, pyramid: ImagePyramid, config: TrackingConfig, rng: np.random.Generator) -> None:
         self.levels: list[_LevelPoints] = []
+        width, height = pyramid.intrinsics[0].width, pyramid.intrinsics[0].height
+        self._grid_columns = min(_OUTLIER_GRID_COLUMNS, width)
+        cell_px = width / self._grid_columns
+        self.cell_count = self._grid_columns * math.ceil(height / cell_px)
+        self.excluded_cells = np.zeros(self.cell_count, bool)
+        self.intrinsics = pyramid.intrinsics
         for level in range(pyramid.levels):
             k = pyramid.intrinsics[level]
             rows, cols = select_pixels(
@@ -236,14 +253,14 @@ class TrackingReference:
             )
             u, v = cols.astype(np.float64), rows.astype(np.float64)
             scale = float(2**level)
+            u_fine, v_fine = (u + 0.5) * scale - 0.5, (v + 0.5) * scale - 0.5
             self.levels.append(_LevelPoints(
-                u=u, v=v, u_fine=(u + 0.5) * scale - 0.5, v_fine=(v + 0.5) * scale - 0.5,
+                u=u, v=v, u_fine=u_fine, v_fine=v_fine, cell_all=self.cells_of(u_fine, v_fine),
                 x_norm=(u - k.cx) / k.fx, y_norm=(v - k.cy) / k.fy,
                 intensity=pyramid.gray[level][rows, cols].astype(np.float64),
                 grad_x=pyramid.grad_x[level][rows, cols].astype(np.float64),
                 grad_y=pyramid.grad_y[level][rows, cols].astype(np.float64),
             ))
-        self.intrinsics = pyramid.intrinsics
 
     def set_depth(self, inverse_depth: NDArray[np.float32], inverse_depth_var: NDArray[np.float32]) -> None:
         """Recompute 3-D points and Jacobians from the keyframe's level-0 depth.
@@ -275,6 +292,26 @@ class TrackingReference:
             pts.points, pts.inverse_depth, pts.inverse_depth_var = points, rho64, var64
             pts.jacobian, pts.gradient = jacobian, np.stack([gx, gy], axis=1)
             pts.ref_intensity = pts.intensity[valid]
+            pts.cell = pts.cell_all[valid]
+
+    def update_outlier_cells(self, cell: NDArray[np.int64], outlier: NDArray[np.bool_]) -> None:
+        """Re-decide the excluded cells from points (cell index (N,), outlier flag (N,)) of one frame.
+
+        A cell is excluded when it holds at least 3 points and more than half of them are outliers.
+        """
+        counts = np.bincount(cell, minlength=self.cell_count)
+        outliers = np.bincount(cell[outlier], minlength=self.cell_count)
+        self.excluded_cells = (counts >= 3) & (2 * outliers > counts)
+
+    def cells_of(self, u: NDArray[np.floating], v: NDArray[np.floating]) -> NDArray[np.int64]:
+        """Grid cell index of level-0 pixel positions (inside the image)."""
+        cell_px = self.intrinsics[0].width / self._grid_columns
+        cell = np.clip(v // cell_px, 0, None) * self._grid_columns + np.clip(u // cell_px, 0, None)
+        return np.minimum(cell, self.cell_count - 1).astype(np.int64)
+
+    def usable(self, level: int) -> NDArray[np.bool_]:
+        """(N,) True for the level's points outside excluded cells."""
+        return ~self.excluded_cells[self.levels[level].cell]
 
     @property
     def point_count(self) -> int:
@@ -303,6 +340,10 @@ class TrackingEstimate:
         point_count: usable points / correspondences at the finest level.
         brightness: (gain, offset) mapping keyframe to current intensities.
         iterations: total solver iterations.
+        projected: (M, 2) float64 positions in the current frame of the visible finest-level points
+            (direct tracking only; empty for the feature tracker).
+        persistent_outlier: (M,) bool, True where that point is an outlier again in a cell excluded
+            by the previous frame (a moving object rather than a one-frame glitch).
 
     """
 
@@ -316,6 +357,8 @@ class TrackingEstimate:
     point_count: int = 0
     brightness: tuple[float, float] = (1.0, 0.0)
     iterations: int = 0
+    projected: NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, 2)))
+    persistent_outlier: NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, bool))
 
 
 def failed_estimate(pose_current_keyframe: NDArray[np.float64], reason: str) -> TrackingEstimate:
@@ -329,7 +372,8 @@ class MotionPrior:
 
     Keeps directions the image cannot constrain (a wall of parallel stripes, a textureless frame
     corner) at the motion model's prediction instead of letting them wander or jump to a periodic
-    alias. Residual ``xi = log(T_guess^-1 T)`` (keyframe frame), weights ``1 / std^2`` per axis.
+    alias. Residual ``xi ~ log(T_guess^-1 T)`` (keyframe frame; translation taken directly, which is
+    the first-order twist), weights ``1 / std^2`` per axis.
     """
 
     def __init__(self, guess: NDArray[np.float64], translation_std: float, rotation_std: float) -> None:
@@ -338,7 +382,8 @@ class MotionPrior:
 
     def residual(self, pose: NDArray[np.float64]) -> NDArray[np.float64]:
         """The residual xi (6,) of ``pose`` relative to the guess."""
-        return se3_log(self._guess_inverse @ pose)
+        relative = self._guess_inverse @ pose
+        return np.concatenate([relative[:3, 3], so3_log(relative[:3, :3])])
 
     def cost(self, pose: NDArray[np.float64]) -> float:
         """0.5 xi^T Lambda xi."""
@@ -356,8 +401,11 @@ class _Evaluation:
     cost: float
     residual: NDArray[np.float64]  # (N,) raw intensity residual (0 where not visible)
     normalised: NDArray[np.float64]  # (N,) residual / sigma
-    weight: NDArray[np.float64]  # (N,) Huber weight / sigma^2 (0 where not visible)
-    visible: NDArray[np.bool_]
+    weight: NDArray[np.float64]  # (N,) robust weight / sigma^2 (0 where not active)
+    visible: NDArray[np.bool_]  # (N,) projects inside the current image
+    active: NDArray[np.bool_]  # (N,) visible and not in an excluded (moving-object) cell
+    u: NDArray[np.float64]  # (N,) projection in the current image (meaningful where visible)
+    v: NDArray[np.float64]
 
 
 class DirectTracker:
@@ -393,15 +441,18 @@ class DirectTracker:
         levels = min(len(reference.levels), pyramid.levels)
         # The depth-uncertainty term uses the initial guess's baseline: re-evaluating it at the
         # estimate would reward a diverging translation with smaller normalised residuals.
-        depth_terms = [self._depth_sigma_term(reference.levels[level], pyramid.intrinsics[level], pose)
-                       for level in range(levels)]
+        weight = cfg.depth_uncertainty_weight
+        depth_terms = [
+            weight * self._depth_sigma_term(reference.levels[level], pyramid.intrinsics[level], pose) if weight > 0
+            else np.zeros(reference.levels[level].points.shape[0]) for level in range(levels)
+        ]
         for level in reversed(range(levels)):
             pts = reference.levels[level]
             if pts.points.shape[0] < 8:
                 continue
             pose, gain, offset, used = self._solve_level(
                 pts, pyramid.gray[level], pyramid.intrinsics[level], pose, gain, offset, level, depth_terms[level],
-                prior,
+                prior, reference.usable(level),
             )
             iterations += used
         return self._assess(reference, pyramid, orthonormalized(pose), gain, offset, iterations, depth,
@@ -420,12 +471,16 @@ class DirectTracker:
         du = k.fx * (translation[0] * z - y[:, 0] * translation[2]) / z**2
         dv = k.fy * (translation[1] * z - y[:, 1] * translation[2]) / z**2
         along = pts.gradient[:, 0] * du + pts.gradient[:, 1] * dv
-        return along**2 * pts.inverse_depth_var * float(__import__("os").environ.get("DT","1"))
+        return along**2 * pts.inverse_depth_var
 
     def _evaluate(
         self, pts: _LevelPoints, image: NDArray[np.float32], k: Intrinsics, pose: NDArray[np.float64],
-        gain: float, offset: float, depth_term: NDArray[np.float64],
+        gain: float, offset: float, depth_term: NDArray[np.float64], tukey: bool, usable: NDArray[np.bool_],
     ) -> _Evaluation:
+        """Residuals, robust weights (Huber, or Tukey's biweight when ``tukey``) and robust cost.
+
+        Points outside ``usable`` (excluded cells) get no weight and a constant cost.
+        """
         cfg = self.config
         warped = pts.points @ pose[:3, :3].T + pose[:3, 3]
         z = warped[:, 2]
@@ -440,14 +495,23 @@ class DirectTracker:
         sigma = np.sqrt(variance)
         normalised = residual / sigma
         magnitude = np.abs(normalised)
-        huber = cfg.huber_threshold
-        robust_weight = np.where(magnitude <= huber, 1.0, huber / np.maximum(magnitude, 1e-12))
-        weight = np.where(visible, robust_weight / variance, 0.0)
-        point_cost = np.where(magnitude <= huber, 0.5 * magnitude**2, huber * (magnitude - 0.5 * huber))
-        # A point that leaves the image costs as much as an outlier at the inlier threshold.
-        outside_cost = huber * (cfg.inlier_threshold - 0.5 * huber)
-        cost = float(np.sum(np.where(visible, point_cost, outside_cost)))
-        return _Evaluation(cost, residual, normalised, weight, visible)
+        if tukey:
+            c = cfg.tukey_threshold
+            inside = magnitude < c
+            ratio_sq = np.minimum(magnitude / c, 1.0) ** 2
+            robust_weight = np.where(inside, (1.0 - ratio_sq) ** 2, 0.0)
+            point_cost = c * c / 6.0 * (1.0 - (1.0 - ratio_sq) ** 3)
+            outside_cost = c * c / 6.0  # a point that leaves the image costs as much as an outlier
+        else:
+            huber = cfg.huber_threshold
+            robust_weight = np.where(magnitude <= huber, 1.0, huber / np.maximum(magnitude, 1e-12))
+            point_cost = np.where(magnitude <= huber, 0.5 * magnitude**2, huber * (magnitude - 0.5 * huber))
+            # A point that leaves the image costs as much as an outlier at the inlier threshold.
+            outside_cost = huber * (cfg.inlier_threshold - 0.5 * huber)
+        active = visible & usable
+        weight = np.where(active, robust_weight / variance, 0.0)
+        cost = float(np.sum(np.where(active, point_cost, outside_cost)))
+        return _Evaluation(cost, residual, normalised, weight, visible, active, u, v)
 
     def _normal_equations(
         self, pts: _LevelPoints, evaluation: _Evaluation, gain: float, offset: float
@@ -463,7 +527,7 @@ class DirectTracker:
             hessian[6, 6] = hessian[7, 7] = 1.0
             gradient[6:] = 0.0
             return hessian, gradient
-        prior = cfg.brightness_prior_weight * max(int(np.count_nonzero(evaluation.visible)), 1)
+        prior = cfg.brightness_prior_weight * max(int(np.count_nonzero(evaluation.active)), 1)
         gain_info = prior * (_BRIGHTNESS_SCALE / cfg.intensity_noise) ** 2
         offset_info = prior / cfg.intensity_noise**2
         hessian[6, 6] += gain_info
@@ -475,11 +539,13 @@ class DirectTracker:
     def _solve_level(
         self, pts: _LevelPoints, image: NDArray[np.float32], k: Intrinsics, pose: NDArray[np.float64],
         gain: float, offset: float, level: int, depth_term: NDArray[np.float64], prior: MotionPrior | None,
+        usable: NDArray[np.bool_],
     ) -> tuple[NDArray[np.float64], float, float, int]:
         """Levenberg-Marquardt at one level; stops when the step or the cost decrease becomes negligible."""
         cfg = self.config
         step_tolerance = cfg.convergence_step * 2**level  # a coarse pixel is 2^level fine pixels
-        current = self._evaluate(pts, image, k, pose, gain, offset, depth_term)
+        tukey = level == 0 and cfg.tukey_threshold > 0
+        current = self._evaluate(pts, image, k, pose, gain, offset, depth_term, tukey, usable)
         current_cost = current.cost + (prior.cost(pose) if prior else 0.0)
         hessian, gradient = self._normal_equations(pts, current, gain, offset)
         if prior:
@@ -496,7 +562,8 @@ class DirectTracker:
             small_step = float(np.linalg.norm(step[:6])) < step_tolerance
             candidate_pose = pose @ invert(se3_exp(step[:6]))
             candidate_gain, candidate_offset = gain + step[6], offset + step[7]
-            candidate = self._evaluate(pts, image, k, candidate_pose, candidate_gain, candidate_offset, depth_term)
+            candidate = self._evaluate(pts, image, k, candidate_pose, candidate_gain, candidate_offset, depth_term,
+                                       tukey, usable)
             candidate_cost = candidate.cost + (prior.cost(candidate_pose) if prior else 0.0)
             if candidate_cost <= current_cost:
                 decrease = current_cost - candidate_cost
@@ -522,16 +589,16 @@ class DirectTracker:
     ) -> TrackingEstimate:
         cfg = self.config
         pts, k = reference.levels[0], pyramid.intrinsics[0]
-        final = self._evaluate(pts, pyramid.gray[0], k, pose, gain, offset, depth_term)
+        final = self._evaluate(pts, pyramid.gray[0], k, pose, gain, offset, depth_term, cfg.tukey_threshold > 0,
+                               reference.usable(0))
         hessian, gradient = self._normal_equations(pts, final, gain, offset)
         if prior:
             prior.add_to(hessian, gradient, pose)
-        visible_count = int(np.count_nonzero(final.visible))
+        visible_count = int(np.count_nonzero(final.active))
         total = max(pts.points.shape[0], 1)
-        inliers = final.visible & (np.abs(final.normalised) < cfg.inlier_threshold)
+        inliers = final.active & (np.abs(final.normalised) < cfg.inlier_threshold)
         inlier_ratio = float(np.count_nonzero(inliers)) / max(visible_count, 1)
-        robust = final.weight * (1.0 + gain * gain) * cfg.intensity_noise**2  # Huber weight x sigma_I^2 / sigma^2
-        residual = math.sqrt(float(np.sum(robust * final.residual**2)) / max(float(np.sum(robust)), 1e-12))
+        residual = math.sqrt(float(np.mean(final.residual[inliers] ** 2))) if np.any(inliers) else math.inf
         weighted_sq = float(np.sum(final.weight * final.residual**2))
         unit_variance = weighted_sq / max(visible_count - 8, 1)
         try:
@@ -554,9 +621,15 @@ class DirectTracker:
             failure = f"high residual ({residual:.1f})"
         elif not 0.2 < gain < 5.0:
             failure = f"implausible brightness gain ({gain:.2f})"
+        outlier = np.abs(final.normalised[final.visible]) > cfg.inlier_threshold
+        # Outliers in cells that were already excluded: persistent (moving objects, not a glitch).
+        persistent = outlier & ~final.active[final.visible]
+        if not failure:
+            reference.update_outlier_cells(pts.cell[final.visible], outlier)
         return TrackingEstimate(
             pose_current_keyframe=pose, covariance=covariance if not failure else np.eye(6) * 1e6,
             success=not failure, failure=failure, residual=residual, inlier_ratio=inlier_ratio,
-            visible_ratio=visible_count / total, point_count=visible_count, brightness=(gain, offset),
-            iterations=iterations,
+            visible_ratio=float(np.count_nonzero(final.visible)) / total, point_count=visible_count,
+            brightness=(gain, offset), iterations=iterations,
+            projected=np.stack([final.u[final.visible], final.v[final.visible]], axis=1), persistent_outlier=persistent,
         )

@@ -54,7 +54,7 @@ TASKS = ("depth", "flow", "pose")
 CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "log.csv"
 DEPTH_SCALE_WEIGHTS = (0.125, 0.25, 0.5, 1.0)
-FLOW_SCALE_WEIGHTS = (0.25, 0.5, 1.0)  # levels 1/8, 1/4, 1/2 (the output is the 1/2 level upsampled)
+FLOW_SCALE_WEIGHTS = (0.25, 0.5, 1.0)  # outputs after the 1/8, 1/4 and 1/2 levels
 # Optional arrays each kind of run reads from a cache (the rest stays on disk).
 TASK_FIELDS = {"depth": ("depth",), "pose": ("poses",), "flow": ("flow", "flow_valid", "flow_init"), "self": ()}
 NETWORKS: dict[str, Callable[[], nn.Module]] = {"depth": DepthNet, "flow": FlowRefineNet, "pose": PoseNet}
@@ -169,7 +169,7 @@ def flow_supervised_loss(model: FlowRefineNet, batch: dict[str, torch.Tensor]) -
     if "flow" not in batch:
         raise TrainingDataError("supervised flow training needs ground-truth flow; use --self-supervised")
     flows = model.forward_multiscale(batch["image1"], batch["image2"], batch["flow_init"])
-    loss = losses.multiscale_epe(flows[:-1], batch["flow"], batch["valid"], list(FLOW_SCALE_WEIGHTS))
+    loss = losses.multiscale_epe(flows, batch["flow"], batch["valid"], list(FLOW_SCALE_WEIGHTS))
     with torch.no_grad():
         epe = losses.endpoint_error(flows[-1], batch["flow"], batch["valid"]).item()
         epe_init = losses.endpoint_error(batch["flow_init"], batch["flow"], batch["valid"]).item()

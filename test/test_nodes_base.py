@@ -175,3 +175,15 @@ def test_input_qos_default_is_sensor_data():
         node.destroy_node()
     finally:
         rclpy.shutdown()
+
+
+@pytest.mark.parametrize("harness", [[Parameter("mode", Parameter.Type.STRING, "bag")]], indirect=True)
+def test_bag_mode_holds_images_that_arrive_before_camera_info(harness):
+    node, send_info, send_image, spin_until, received, _ = harness
+    send_image(1)
+    send_image(2)
+    assert spin_until(lambda: node.input_stats.count == 2)
+    assert not received and node.rejected_frames == 0
+    send_info()
+    assert spin_until(lambda: len(received) == 2)
+    assert [m.header.stamp.nanosec for m in received] == [1, 2]

@@ -74,7 +74,8 @@ def _import_error(err: ImportError) -> ImportError:
     return ImportError(f"reading and writing bags needs the 'rosbags' package (pip install rosbags): {err}")
 
 
-def _jazzy_typestore() -> Typestore:
+def jazzy_typestore() -> Typestore:
+    """The rosbags type store of ROS 2 Jazzy messages (raises a clear error without rosbags)."""
     try:
         from rosbags.typesys import Stores, get_typestore
     except ImportError as err:
@@ -247,7 +248,7 @@ def write_bag(
     path = Path(path)
     if path.exists():
         raise DatasetError(f"{path}: already exists; a bag is written to a new directory")
-    typestore = _jazzy_typestore()
+    typestore = jazzy_typestore()
     from rosbags.rosbag2 import StoragePlugin, Writer
 
     plugin = StoragePlugin.SQLITE3 if storage == "sqlite3" else StoragePlugin.MCAP
@@ -409,7 +410,7 @@ class BagSequence:
             from rosbags.highlevel import AnyReader, AnyReaderError
         except ImportError as err:
             raise _import_error(err) from err
-        reader = AnyReader(self._paths, default_typestore=_jazzy_typestore())
+        reader = AnyReader(self._paths, default_typestore=jazzy_typestore())
         try:
             reader.open()
         except AnyReaderError as err:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +37,8 @@ from geovis_ros.ros.stamps import ns_from_time
 CLOCK_JUMP_BACK_NS = 1_000_000_000
 # Subscription history in bag mode, so a fast player does not outrun the callback.
 BAG_HISTORY = 100
+# Bag mode holds this many images that arrive before the first camera_info.
+AWAITING_INFO_LIMIT = 30
 # Warn when no image arrived for this long.
 NO_INPUT_WARNING_S = 5.0
 # The same problem is logged at most once per this many seconds.
@@ -89,6 +92,7 @@ class PerceptionNode(Node):
         self.failed_frames = 0
         self._last_stamp_ns: int | None = None
         self._last_size: tuple[int, int] | None = None
+        self._awaiting_info: deque[tuple[Header, Callable[[], Any]]] = deque(maxlen=AWAITING_INFO_LIMIT)
         self._reset_pending = threading.Event()
         self._inputs_at_last_check = 0
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -115,17 +119,29 @@ class PerceptionNode(Node):
             self.calibration = calibration_from_camera_info(msg)
         except ConversionError as err:
             self.log_error("camera_info", f"invalid camera_info on {self._info_sub.topic_name}: {err}")
+            return
+        # Bag mode loses no frame to a camera_info that was recorded just after the first image.
+        waiting, self._awaiting_info = self._awaiting_info, deque(maxlen=AWAITING_INFO_LIMIT)
+        for header, decode in waiting:
+            self._accept(header, decode)
 
     def _on_image(self, msg: Image) -> None:
+        self.input_stats.add()
         self._accept(msg.header, lambda: rgb8_from_image(msg))
 
     def _on_compressed(self, msg: CompressedImage) -> None:
+        self.input_stats.add()
         self._accept(msg.header, lambda: rgb8_from_compressed(msg))
 
     def _accept(self, header: Header, decode: Callable[[], Any]) -> None:
         received = time.monotonic()
-        self.input_stats.add(now=received)
         topic = self._image_sub.topic_name
+        if self.calibration is None and self.params["mode"] == "bag":
+            if len(self._awaiting_info) == AWAITING_INFO_LIMIT:
+                self._reject("no_info", f"dropping the oldest image held on {topic}: still no camera_info on "
+                                        f"{self._info_sub.topic_name}")
+            self._awaiting_info.append((header, decode))
+            return
         if self.calibration is None:
             self._reject("no_info", f"dropping images on {topic}: waiting for camera_info on "
                                     f"{self._info_sub.topic_name}")

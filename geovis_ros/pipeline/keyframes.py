@@ -373,7 +373,9 @@ class ActiveKeyframe:
         flat_rho = self.inverse_depth.reshape(-1)
         flat_var = self.inverse_depth_var.reshape(-1)
         rho, var = flat_rho[subset], flat_var[subset]
-        usable = np.isfinite(rho) & np.isfinite(var)
+        rows, cols = np.divmod(subset, self.inverse_depth.shape[1])
+        static = ~self.reference.excluded_cells[self.reference.cells_of(cols, rows)]  # skip moving objects
+        usable = np.isfinite(rho) & np.isfinite(var) & static
         subset, rho, var = subset[usable], rho[usable], var[usable]
         obs = epipolar_stereo(self.pyramid, current, pose_current_keyframe, brightness, subset, rho, var, cfg,
                               self._intensity_noise)

@@ -408,7 +408,8 @@ class OdometryStage:
         self, active: ActiveKeyframe, pose_current_keyframe: NDArray[np.float64], depth: DepthResult
     ) -> float | None:
         """Median log(odometry depth / network depth) over the keyframe's tracked points seen now."""
-        points = active.reference.levels[0].points
+        reference = active.reference
+        points = reference.levels[0].points[reference.usable(0)]  # not on moving objects
         if points.shape[0] < self.config.scale.min_points:
             return None
         moved = points @ pose_current_keyframe[:3, :3].T + pose_current_keyframe[:3, 3]

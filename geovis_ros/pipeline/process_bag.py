@@ -98,9 +98,9 @@ class BagOutput:
     """Writes pipeline results as ROS 2 messages into an open rosbags Writer (topic connections on first use)."""
 
     def __init__(self, writer: Writer, namespace: str, odom_frame: str, switches: dict[str, bool]) -> None:
-        from geovis_ros.data.bag import _jazzy_typestore
+        from geovis_ros.data.bag import jazzy_typestore
 
-        self.typestore = _jazzy_typestore()
+        self.typestore = jazzy_typestore()
         self.types = self.typestore.types
         self.writer = writer
         self.namespace = namespace.rstrip("/")

@@ -202,19 +202,19 @@ def test_depth_node_reads_compressed_images(ros):
     assert probe.received["points"] == [] and probe.received["depth/colored"] == []
 
 
-def test_flow_node_contract_and_missing_camera_info(ros):
+def test_flow_node_contract_and_image_before_camera_info(ros):
     probe = ros.start(FlowNode, "/flow_test", input_width=64)
     node = probe.node
     assert not node.has_parameter("map_rate") and node.has_parameter("publish_flow")
-    probe.send_image(1_000, texture(6))  # no camera_info yet: dropped
-    assert ros.spin_until(lambda: node.rejected_frames == 1, 5.0)
-    probe.send_info()
     first = texture(7)
-    probe.send_image(2_000, first)
-    probe.send_image(3_000, np.roll(first, 2, axis=1))
+    probe.send_image(1_000, first)  # before any camera_info: held in bag mode, not dropped
+    assert ros.spin_until(lambda: node.input_stats.count == 1, 5.0)
+    assert node.rejected_frames == 0 and probe.received["flow"] == []
+    probe.send_info()
+    probe.send_image(2_000, np.roll(first, 2, axis=1))
     assert probe.wait("flow", 1) and probe.wait("flow/colored", 1)
     flow_msg = probe.received["flow"][0]
-    assert flow_msg.encoding == "32FC2" and ns_from_time(flow_msg.header.stamp) == 3_000
+    assert flow_msg.encoding == "32FC2" and ns_from_time(flow_msg.header.stamp) == 2_000
     assert numpy_from_image(flow_msg).shape == (H, W, 2)
     assert numpy_from_image(probe.received["flow/colored"][0]).shape == (H, W, 3)
     assert len(probe.received["flow"]) == 1  # the first frame of a stream has no flow

@@ -45,10 +45,11 @@ class Sequence:
 
 @functools.cache
 def rendered(scene: str = "room", trajectory: str = "handheld", frames: int = 24, width: int = 160,
-             height: int = 120, seed: int = 0) -> Sequence:
+             height: int = 120, seed: int = 0, moving_objects: int = 0) -> Sequence:
     """Render once per parameter set (cached for the whole test session)."""
-    items = list(render_sequence(SynthConfig(scene=scene, trajectory=trajectory, frames=frames, width=width,
-                                             height=height, seed=seed), with_flow=True))
+    config = SynthConfig(scene=scene, trajectory=trajectory, frames=frames, width=width, height=height, seed=seed,
+                         moving_objects=moving_objects)
+    items = list(render_sequence(config, with_flow=True))
     poses = np.stack([f.pose for f in items])
     flows = []
     for f in items:

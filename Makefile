@@ -29,7 +29,7 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check geovis_ros test launch setup.py
-	$(BIN)/mypy geovis_ros --exclude 'geovis_ros/(nodes|ros)/'
+	$(BIN)/mypy geovis_ros
 
 bench: setup
 	$(BIN)/geovis bench

@@ -84,15 +84,12 @@ def declare_parameters(node: Node, names: list[str] | None = None) -> dict[str, 
         descriptor = ParameterDescriptor(description=spec.description, read_only=spec.read_only)
         if spec.choices:
             descriptor.additional_constraints = "one of: " + ", ".join(spec.choices)
-        is_number = not isinstance(spec.default, bool) and spec.min_value is not None
-        if is_number and isinstance(spec.default, int):
-            descriptor.integer_range = [
-                IntegerRange(from_value=int(spec.min_value), to_value=int(spec.max_value or 2**31), step=0)
-            ]
-        elif is_number and isinstance(spec.default, float):
-            descriptor.floating_point_range = [
-                FloatingPointRange(from_value=spec.min_value, to_value=spec.max_value or 1e300, step=0.0)
-            ]
+        low, high = spec.min_value, spec.max_value
+        if low is not None and high is not None and not isinstance(spec.default, bool):
+            if isinstance(spec.default, int):
+                descriptor.integer_range = [IntegerRange(from_value=int(low), to_value=int(high), step=0)]
+            else:
+                descriptor.floating_point_range = [FloatingPointRange(from_value=low, to_value=high, step=0.0)]
         node.declare_parameter(spec.name, spec.default, descriptor)
     values = {spec.name: node.get_parameter(spec.name).value for spec in specs}
     for spec in specs:

@@ -115,12 +115,12 @@ class FlowStage(_EngineStage):
         """Flow (H, W, 2) float32 px previous -> this frame; None for the first frame of a stream."""
         k: Intrinsics = frame.intrinsics
         net_w, net_h = network_size_for(k, self.config.input_width, FLOW_MULTIPLE)
-        small = frame.image if (net_w, net_h) == (k.width, k.height) else cv2.resize(
+        small: np.ndarray = frame.image if (net_w, net_h) == (k.width, k.height) else cv2.resize(
             frame.image, (net_w, net_h), interpolation=cv2.INTER_AREA)
         previous, self._previous = self._previous, (frame.stamp_ns, small)
         if previous is None or previous[1].shape != small.shape:
             return None
-        flow = run_flow(self.engine(net_w, net_h).infer, previous[1], small)
+        flow: np.ndarray = run_flow(self.engine(net_w, net_h).infer, previous[1], small)
         if (net_w, net_h) != (k.width, k.height):
             flow = cv2.resize(flow, (k.width, k.height), interpolation=cv2.INTER_LINEAR)
             flow *= np.array([k.width / net_w, k.height / net_h], np.float32)

@@ -80,11 +80,11 @@ def run_data_assignment_bench(repeats: int = 50) -> list[dict[str, Any]]:
 
     def assign_array() -> None:
         data = array.array("B")
-        data.frombytes(pixels.reshape(-1))
+        data.frombytes(pixels.reshape(-1))  # type: ignore[arg-type]  # ndarray has the buffer protocol
         Image().data = data
 
     def assign_memoryview() -> None:
-        Image().data = memoryview(pixels).cast("B")
+        Image().data = memoryview(pixels).cast("B")  # type: ignore[arg-type]  # ndarray has the buffer protocol
 
     def extend_in_place() -> None:
         Image().data.frombytes(pixels.reshape(-1))

@@ -11,7 +11,7 @@ extra fields from other tools read too.
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -69,8 +69,9 @@ def pointcloud_from_numpy(
         height=1,
         width=count,
         fields=[
-            PointField(name=name, offset=layout.fields[name][1], datatype=PointField.FLOAT32, count=1)
-            for name in layout.names
+            # x, y, z and rgb are consecutive 4-byte fields, as create_cloud lays them out
+            PointField(name=name, offset=4 * index, datatype=PointField.FLOAT32, count=1)
+            for index, name in enumerate(_XYZ_FIELDS if colours is None else (*_XYZ_FIELDS, "rgb"))
         ],
         is_bigendian=sys.byteorder == "big",
         point_step=layout.itemsize,
@@ -114,7 +115,7 @@ def numpy_from_pointcloud(msg: PointCloud2) -> tuple[NDArray[np.float32], NDArra
             f"= {height * row_step}"
         )
 
-    byte_order = ">" if msg.is_bigendian else "<"
+    byte_order: Literal["<", ">"] = ">" if msg.is_bigendian else "<"
     fields = [by_name[name] for name in _XYZ_FIELDS] + ([colour_field] if colour_field is not None else [])
     formats = [_field_dtype(field, point_step).newbyteorder(byte_order) for field in fields]
     if colour_field is not None:
@@ -145,7 +146,8 @@ def numpy_from_pointcloud(msg: PointCloud2) -> tuple[NDArray[np.float32], NDArra
 def pack_rgb(rgb: NDArray[np.uint8]) -> NDArray[np.uint32]:
     """Colours (..., 3) uint8 -> packed (...) uint32 0x00RRGGBB (the bits of the float32 rgb field)."""
     wide = rgb.astype(np.uint32)
-    return (wide[..., 0] << 16) | (wide[..., 1] << 8) | wide[..., 2]
+    packed = (wide[..., 0] << 16) | (wide[..., 1] << 8) | wide[..., 2]
+    return packed.astype(np.uint32, copy=False)
 
 
 def unpack_rgb(packed: NDArray[np.uint32]) -> NDArray[np.uint8]:

@@ -153,6 +153,11 @@ def backward_warp(source: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(source, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+def unit_features(features: torch.Tensor) -> torch.Tensor:
+    """Features (B, C, H, W) scaled to unit L2 norm over channels (plain ReduceSum/Sqrt/Div in ONNX)."""
+    return features / torch.sqrt(features.pow(2).sum(dim=1, keepdim=True) + 1e-6)
+
+
 def local_correlation(feat1: torch.Tensor, feat2: torch.Tensor, radius: int) -> torch.Tensor:
     """Cost volume (B, (2r+1)^2, H, W): mean over channels of feat1(p) * feat2(p + d), |d|_inf <= r.
 

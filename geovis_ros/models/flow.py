@@ -29,6 +29,7 @@ from geovis_ros.models.blocks import (
     downsample_flow,
     exporting,
     local_correlation,
+    unit_features,
     module_infer,
     normalize_image,
     upsample_flow,
@@ -109,7 +110,8 @@ class FlowRefineNet(nn.Module):
                 delta = upsample_flow(delta, 2)
             flow = downsample_flow(flow_init, scale) + delta
             f1, f2 = feat[:batch], feat[batch:]
-            cost = local_correlation(f1, backward_warp(f2, flow), radius)
+            # Cosine similarity (x C so that values are O(1)): informative even before training.
+            cost = local_correlation(unit_features(f1), backward_warp(unit_features(f2), flow), radius) * f1.shape[1]
             delta = delta + self.estimators[level](torch.cat([cost, f1, flow / (64.0 / scale)], 1))
             outputs.append(flow_init + upsample_flow(delta, scale))
         return outputs

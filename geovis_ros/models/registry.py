@@ -190,7 +190,7 @@ MODEL_SPECS: list[ModelSpec] = [
 MODEL_INFO: dict[str, ModelInfo] = {
     "depth": ModelInfo(default_size=(192, 144), depth_contract=DepthModelContract()),
     "flow": ModelInfo(default_size=(320, 240)),
-    "pose": ModelInfo(default_size=(192, 144)),
+    "pose": ModelInfo(default_size=(128, 96)),
 }
 
 

@@ -10,12 +10,15 @@ Per frame:
    else constant velocity.
 2. Track against the active keyframe: direct photometric alignment on its fused depth
    (``method="direct"``) or KLT/flow + PnP-RANSAC on its depth (``method="features"``, the
-   classical baseline). A failed first attempt is retried from zero motion.
-3. Tracked: refine the keyframe depth with the frame (epipolar stereo + Bayesian fusion), update
-   the metric scale (metric networks: the odometry scale is pulled to the running mean of the
-   per-frame network scales), and start a new keyframe when the baseline, rotation or overlap
-   says so; the new keyframe's network depth is aligned (scale; plus shift for relative-depth
-   networks) to the previous keyframe's stereo depth, which also seeds it.
+   classical baseline). A failed first attempt is retried from zero motion. Regions of the
+   keyframe whose points keep disagreeing (moving objects) are excluded from tracking, stereo
+   and the scale measurement, and stay excluded in the next keyframe.
+3. Tracked: update the metric scale (metric networks: the odometry scale is pulled to the running
+   mean of the per-frame network scales, so per-image scale errors average out), refine the
+   keyframe depth with the frame (epipolar stereo + Bayesian fusion), and start a new keyframe
+   when the baseline, rotation or overlap says so; the new keyframe's network depth is aligned
+   (scale; optionally a shift for relative-depth networks) to the previous keyframe's stereo
+   depth propagated into it, which also seeds its fusion.
 4. Lost (textureless frame, too few inliers, high residual, divergence): report ``LOST`` with the
    constant-velocity pose and an inflated covariance, and start a new keyframe from this frame's
    network depth when the frame is usable (otherwise keep the old keyframe and retry). The first
@@ -85,7 +88,7 @@ class KeyframeEvent:
 
 
 class MetricScaleFilter:
-    """Running mean of log(odometry depth / network depth) over the last ``window`` frames.
+    """Running mean of log(odometry depth / network depth), forgetting exponentially after ``window`` frames.
 
     Each :meth:`update` returns the factor by which odometry depths (and translations) must be
     multiplied so that the odometry scale equals the mean network scale; the stored observations

@@ -68,12 +68,15 @@ def endpoint_error(flow: torch.Tensor, gt_flow: torch.Tensor, valid: torch.Tenso
 
 
 def multiscale_epe(
-    flows: list[torch.Tensor], gt_flow: torch.Tensor, valid: torch.Tensor, weights: list[float]
+    flows: list[torch.Tensor], gt_flow: torch.Tensor, valid: torch.Tensor, weights: list[float],
+    exponent: float = 1.0,
 ) -> torch.Tensor:
     """Weighted sum of EPEs of multi-resolution predictions against the full-resolution truth.
 
     Each prediction (B, 2, h, w), in pixels of its own grid, is upsampled bilinearly to the truth's
-    size with its vectors scaled by the size ratio before comparison.
+    size with its vectors scaled by the size ratio before comparison. ``exponent < 1`` makes the
+    per-pixel term the robust ``(EPE + 0.01) ** exponent`` (PWC-Net fine-tuning), which keeps
+    hopeless outliers from dominating.
     """
     if len(flows) != len(weights):
         raise ValueError(f"got {len(flows)} flows but {len(weights)} weights")
@@ -83,7 +86,11 @@ def multiscale_epe(
         factor = full_w / flow.shape[-1]
         if flow.shape[-2:] != gt_flow.shape[-2:]:
             flow = F.interpolate(flow, size=gt_flow.shape[-2:], mode="bilinear", align_corners=False) * factor
-        total = total + weight * endpoint_error(flow, gt_flow, valid)
+        if exponent == 1.0:
+            total = total + weight * endpoint_error(flow, gt_flow, valid)
+        else:
+            error = torch.linalg.vector_norm(flow - gt_flow, dim=1, keepdim=True)
+            total = total + weight * masked_mean((error + 0.01).pow(exponent), valid)
     return total
 
 

@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("geovis_ros.training.commands", "train or fine-tune the depth, flow and pose networks"),
     "predict": ("geovis_ros.models.predict", "run a network on image files (depth, flow)"),
     "odometry": ("geovis_ros.pipeline.odometry_cli", "monocular visual odometry over a recording"),
+    "vo-bench": ("geovis_ros.eval.odometry_bench",
+                 "odometry, fusion, loop-closure and map-memory benchmarks on synthetic sequences"),
     "process-bag": ("geovis_ros.pipeline.process_bag", "run the whole pipeline over a recorded bag, without ROS"),
     "demo": ("geovis_ros.demo", "synthetic sequence through pipeline_node over DDS; writes out/demo"),
 }

@@ -6,8 +6,9 @@ import math
 
 import numpy as np
 import pytest
-from test_pipeline_odometry_helpers import abs_rel, network_like_depth, rendered
+from test_pipeline_odometry_helpers import abs_rel, rendered
 
+from geovis_ros.eval.simulated_depth import network_like_depth
 from geovis_ros.geometry.se3 import invert, make_pose, so3_exp
 from geovis_ros.pipeline.config import FusionConfig, KeyframeConfig, OdometryConfig, TrackingConfig
 from geovis_ros.pipeline.frame import DepthResult

@@ -6,14 +6,10 @@ import dataclasses
 
 import numpy as np
 import pytest
-from test_pipeline_odometry_helpers import (
-    exact_depth,
-    network_like_depth,
-    rendered,
-    rendered_with_jump,
-)
+from test_pipeline_odometry_helpers import exact_depth, rendered, rendered_with_jump
 
 from geovis_ros.eval.metrics_traj import ate
+from geovis_ros.eval.simulated_depth import network_like_depth
 from geovis_ros.geometry.se3 import invert, rotation_angle, se3_log
 from geovis_ros.pipeline.config import OdometryConfig, TrackingConfig
 from geovis_ros.pipeline.frame import DepthResult, Frame, OdometryResult, TrackingState

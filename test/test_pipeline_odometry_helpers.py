@@ -1,6 +1,7 @@
-"""Shared fixtures of the odometry / fusion tests: small rendered sequences and network-like depth errors.
+"""Shared fixtures of the odometry / fusion tests: small rendered sequences, exact depth, AbsRel.
 
-No tests here; imported by test_pipeline_odometry*.py and test_pipeline_fusion*.py.
+No tests here; imported by test_pipeline_odometry*.py and test_pipeline_fusion*.py. Network-like
+depth errors come from :mod:`geovis_ros.eval.simulated_depth`.
 """
 
 from __future__ import annotations
@@ -8,7 +9,6 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 from numpy.typing import NDArray
 
@@ -81,26 +81,6 @@ def rendered_with_jump(frames: int = 24, jump_at: int = 10, width: int = 160, he
         poses=invert(poses[0]) @ poses, flow=np.full((frames, height, width, 2), np.nan, np.float32),
         stamps_ns=stamps, intrinsics=config.intrinsics,
     )
-
-
-def network_like_depth(
-    depth: NDArray[np.float32], rng: np.random.Generator, bias_std: float = 0.1, noise_std: float = 0.04,
-    scale_std: float = 0.05,
-) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-    """Ground-truth depth corrupted like a monocular depth network, and the std it would report.
-
-    Errors are multiplicative (log domain): a smooth random field (cubic upsampling of a 3x4 grid,
-    std ``bias_std``), slightly blurred per-pixel noise (std about ``noise_std``) and a per-image
-    scale error (std ``scale_std``). The reported std is the total relative std times the depth.
-    """
-    height, width = depth.shape
-    field = cv2.resize(rng.normal(0.0, bias_std, (3, 4)).astype(np.float32), (width, height),
-                       interpolation=cv2.INTER_CUBIC)
-    noise = cv2.GaussianBlur(rng.normal(0.0, 2.0 * noise_std, (height, width)).astype(np.float32), (0, 0), 1.0)
-    scale = float(np.exp(rng.normal(0.0, scale_std)))
-    corrupted = (depth * np.exp(field + noise) * scale).astype(np.float32)
-    std = (corrupted * np.sqrt(bias_std**2 + noise_std**2 + scale_std**2)).astype(np.float32)
-    return corrupted, std
 
 
 def exact_depth(depth: NDArray[np.float32], intrinsics: Intrinsics, relative_std: float = 0.02) -> DepthResult:

@@ -40,21 +40,36 @@ DIS_PRESETS = {"ultrafast": 0, "fast": 1, "medium": 2}
 
 
 class _LevelEstimator(nn.Module):
-    """Residual flow from [cost volume, features of image1, current flow / scale]."""
+    """Flow correction from a local cost volume: a gated soft-argmax match plus a learned residual.
 
-    def __init__(self, in_ch: int) -> None:
+    The soft-argmax of the cost volume (learnable temperature) is the expected displacement of the
+    best local match; a small CNN over [cost, features of image1, current flow / scale, match]
+    predicts a gate (how far to trust the match) and a residual. Gate and residual start near zero.
+    """
+
+    def __init__(self, radius: int, feat_ch: int) -> None:
         super().__init__()
+        side = 2 * radius + 1
+        dy, dx = torch.meshgrid(torch.arange(side) - radius, torch.arange(side) - radius, indexing="ij")
+        self.register_buffer("offsets", torch.stack([dx, dy], 0).float().view(1, 2, side * side, 1, 1),
+                             persistent=False)
+        self.log_temperature = nn.Parameter(torch.tensor(1.0))
         self.body = nn.Sequential(
-            ConvAct(in_ch, 64, norm="none"), ConvAct(64, 48, norm="none"), ConvAct(48, 32, norm="none"),
-            ConvAct(32, 32, dilation=2, norm="none"),
+            ConvAct(side * side + feat_ch + 4, 64, norm="none"), ConvAct(64, 48, norm="none"),
+            ConvAct(48, 32, norm="none"), ConvAct(32, 32, dilation=2, norm="none"),
         )
-        self.out = nn.Conv2d(32, 2, 3, padding=1)
+        self.out = nn.Conv2d(32, 3, 3, padding=1)
         for param in self.out.parameters():
             nn.init.zeros_(param)
+        with torch.no_grad():
+            self.out.bias[0] = -3.0  # gate starts at sigmoid(-3) ~ 0.05
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, in_ch, h, w) -> residual flow (B, 2, h, w) in pixels of this level."""
-        return self.out(self.body(x))
+    def forward(self, cost: torch.Tensor, feat1: torch.Tensor, flow_scaled: torch.Tensor) -> torch.Tensor:
+        """Cost (B, K, h, w), features (B, C, h, w), flow / scale (B, 2, h, w) -> correction (B, 2, h, w) px."""
+        prob = torch.softmax(cost * torch.exp(self.log_temperature), dim=1)
+        match = (prob.unsqueeze(1) * self.offsets).sum(dim=2)
+        out = self.out(self.body(torch.cat([cost, feat1, flow_scaled, match], 1)))
+        return torch.sigmoid(out[:, :1]) * match + out[:, 1:]
 
 
 class FlowRefineNet(nn.Module):
@@ -75,7 +90,7 @@ class FlowRefineNet(nn.Module):
         self.enc2 = DownStage(c1, c2, norm="none")
         self.enc3 = DownStage(c2, c3, norm="none")
         self.estimators = nn.ModuleList(
-            [_LevelEstimator((2 * r + 1) ** 2 + c + 2) for r, c in zip(self.radii, (c3, c2, c1), strict=True)]
+            [_LevelEstimator(r, c) for r, c in zip(self.radii, (c3, c2, c1), strict=True)]
         )
 
     def _features(self, image: torch.Tensor) -> list[torch.Tensor]:
@@ -112,7 +127,7 @@ class FlowRefineNet(nn.Module):
             f1, f2 = feat[:batch], feat[batch:]
             # Cosine similarity (x C so that values are O(1)): informative even before training.
             cost = local_correlation(unit_features(f1), backward_warp(unit_features(f2), flow), radius) * f1.shape[1]
-            delta = delta + self.estimators[level](torch.cat([cost, f1, flow / (64.0 / scale)], 1))
+            delta = delta + self.estimators[level](cost, f1, flow / (64.0 / scale))
             outputs.append(flow_init + upsample_flow(delta, scale))
         return outputs
 

@@ -10,7 +10,7 @@ Tasks and what they optimise:
 - ``depth`` supervised: per scale, berHu on log depth + scale-invariant log loss (Eigen) against the
   canonical-focal target, plus a Gaussian NLL of ln(depth) for the log-variance head (mean detached,
   so the uncertainty never pulls the depth).
-- ``flow`` supervised: multi-scale robust EPE, ``(EPE + 0.01) ** 0.5``, of the refined flows.
+- ``flow`` supervised: multi-scale EPE of the refined flows.
 - ``pose`` supervised: L1 on the twist of T_cam2_cam1 (rotation weighted).
 - ``depth``/``pose`` self-supervised (monodepth2): depth and pose networks together, minimum
   reprojection SSIM + L1 over the previous and next frames with auto-masking, edge-aware smoothness.
@@ -169,7 +169,7 @@ def flow_supervised_loss(model: FlowRefineNet, batch: dict[str, torch.Tensor]) -
     if "flow" not in batch:
         raise TrainingDataError("supervised flow training needs ground-truth flow; use --self-supervised")
     flows = model.forward_multiscale(batch["image1"], batch["image2"], batch["flow_init"])
-    loss = losses.multiscale_epe(flows, batch["flow"], batch["valid"], list(FLOW_SCALE_WEIGHTS), exponent=0.5)
+    loss = losses.multiscale_epe(flows, batch["flow"], batch["valid"], list(FLOW_SCALE_WEIGHTS))
     with torch.no_grad():
         epe = losses.endpoint_error(flows[-1], batch["flow"], batch["valid"]).item()
         epe_init = losses.endpoint_error(batch["flow_init"], batch["flow"], batch["valid"]).item()

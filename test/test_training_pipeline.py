@@ -157,3 +157,19 @@ def test_train_errors_are_clean(cache, tmp_path, capsys):
     assert main(["train", "pose", *base]) == 0
     assert main(["train", "depth", *base, "--resume"]) == 2
     assert "is for task 'pose'" in capsys.readouterr().err
+
+
+def test_synth_on_the_fly_prerender_and_evaluate(tmp_path, capsys):
+    small = ["--size", "64x48"]
+    assert main(["train", "pose", "--data", "synth", "--steps", "1", "--batch", "2", *small, "--render-size", "64x48",
+                 "--synth-frames", "3", "--synth-pool", "1", "--out", str(tmp_path / "run"), "--no-progress",
+                 "--threads", "1"]) == 0
+    cache = tmp_path / "val"
+    assert main(["train", "prerender", "--out", str(cache), "--split", "val", "--scene", "corridor",
+                 "--sequences", "1", "--frames", "2", *small]) == 0
+    assert len(load_cache(cache)) == 1
+    assert main(["train", "evaluate", "pose", "--data", str(cache), "--weights", str(tmp_path / "run"), *small]) == 0
+    assert "rotation_error_deg" in capsys.readouterr().out
+    assert main(["train", "prerender", "--out", str(tmp_path / "bad"), "--split", "train", "--scene", "corridor",
+                 "--sequences", "1", "--frames", "2", *small]) == 2
+    assert "not allowed" in capsys.readouterr().err

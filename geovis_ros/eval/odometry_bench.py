@@ -326,16 +326,17 @@ def _row(sequence: Scores, method: str) -> list[str]:
     ]
 
 
+def _aligned(cells: Sequence[str]) -> str:
+    """One table line: the two name columns left-aligned, the figures right-aligned."""
+    return "  ".join(f"{cell:<{width}}" if i < 2 else f"{cell:>{width}}"
+                     for i, (cell, (_, width)) in enumerate(zip(cells, _COLUMNS, strict=True))).rstrip()
+
+
 def format_table(sequences: Sequence[Scores]) -> str:
     """The per-sequence, per-method table (one row per method, ``direct`` first)."""
-    lines = ["  ".join(f"{title:<{width}}" if i < 2 else f"{title:>{width}}"
-                       for i, (title, width) in enumerate(_COLUMNS))]
-    for sequence in sequences:
-        for method in method_configs():
-            cells = _row(sequence, method)
-            lines.append("  ".join(f"{cell:<{width}}" if i < 2 else f"{cell:>{width}}"
-                                   for i, (cell, (_, width)) in enumerate(zip(cells, _COLUMNS, strict=True))))
-    return "\n".join(line.rstrip() for line in lines)
+    lines = [_aligned([title for title, _ in _COLUMNS])]
+    lines += [_aligned(_row(sequence, method)) for sequence in sequences for method in method_configs()]
+    return "\n".join(lines)
 
 
 def memory_scores(bench: MapBenchmark) -> Scores:

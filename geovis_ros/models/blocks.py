@@ -85,7 +85,7 @@ NORMS = ("batch", "group", "none")
 
 
 class ConvAct(nn.Module):
-    """k x k convolution, normalisation (``batch``, ``group`` = GroupNorm with 8 groups, or ``none``), LeakyReLU(0.1)."""
+    """k x k convolution, normalisation (``batch``, ``group``: GroupNorm of 8 groups, ``none``), LeakyReLU(0.1)."""
 
     def __init__(
         self, in_ch: int, out_ch: int, stride: int = 1, kernel: int = 3, dilation: int = 1, norm: str = "batch"

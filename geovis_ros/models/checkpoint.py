@@ -41,6 +41,7 @@ def save_weights(model: nn.Module, path: str | Path, metadata: Mapping[str, str]
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata={str(k): str(v) for k, v in (metadata or {}).items()})
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; weights are shipped and shared
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -2,8 +2,9 @@
 
 The classical initialisation handles large displacements cheaply; the network corrects it
 PWC-style at 1/8, 1/4 and 1/2 resolution: warp the second image's features by the current
-flow (GridSample), build a local cost volume from explicit shifts, and predict a residual.
-The residual heads start at zero, so an untrained network returns the initialisation.
+flow (GridSample), build a local cost volume (cosine similarity) from explicit shifts, and add a
+gated soft-argmax match plus a learned residual. The correction is upsampled and added to the
+full-resolution initialisation, so the initialisation's detail is kept.
 
 ONNX contract (opset 17, GridSample needs >= 16; TensorRT >= 8.5 supports it): inputs
 ``image1``, ``image2`` (B, 3, H, W) float32 normalised like every shipped network and
@@ -29,9 +30,9 @@ from geovis_ros.models.blocks import (
     downsample_flow,
     exporting,
     local_correlation,
-    unit_features,
     module_infer,
     normalize_image,
+    unit_features,
     upsample_flow,
 )
 
@@ -47,6 +48,8 @@ class _LevelEstimator(nn.Module):
     predicts a gate (how far to trust the match) and a residual. Gate and residual start near zero.
     """
 
+    offsets: torch.Tensor
+
     def __init__(self, radius: int, feat_ch: int) -> None:
         super().__init__()
         side = 2 * radius + 1
@@ -59,10 +62,8 @@ class _LevelEstimator(nn.Module):
             ConvAct(48, 32, norm="none"), ConvAct(32, 32, dilation=2, norm="none"),
         )
         self.out = nn.Conv2d(32, 3, 3, padding=1)
-        for param in self.out.parameters():
-            nn.init.zeros_(param)
-        with torch.no_grad():
-            self.out.bias[0] = -3.0  # gate starts at sigmoid(-3) ~ 0.05
+        nn.init.zeros_(self.out.weight)
+        self.out.bias = nn.Parameter(torch.tensor([-3.0, 0.0, 0.0]))  # gate starts at sigmoid(-3) ~ 0.05
 
     def forward(self, cost: torch.Tensor, feat1: torch.Tensor, flow_scaled: torch.Tensor) -> torch.Tensor:
         """Cost (B, K, h, w), features (B, C, h, w), flow / scale (B, 2, h, w) -> correction (B, 2, h, w) px."""

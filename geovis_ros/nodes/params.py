@@ -48,7 +48,8 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("model_depth", "", "depth model (.safetensors or .onnx); empty = shipped default"),
     ParamSpec("model_flow", "", "flow model (.safetensors or .onnx); empty = shipped default"),
     ParamSpec("model_pose", "", "pose model (.safetensors or .onnx); empty = shipped default"),
-    ParamSpec("input_width", 320, "network input width, pixels (images are resized, intrinsics rescaled)",
+    ParamSpec("input_width", 320, "network input width, pixels (flow and user depth models; the shipped depth "
+              "network runs at its training width)",
               min_value=32, max_value=4096),
     ParamSpec("input_height", 240, "network input height, pixels", min_value=32, max_value=4096),
     ParamSpec("mode", "live", "live: keep only the newest frame; bag: every frame in order", ("live", "bag")),

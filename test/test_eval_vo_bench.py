@@ -10,7 +10,6 @@ import pytest
 
 from geovis_ros.cli import main
 from geovis_ros.eval.odometry_bench import (
-    baseline_config,
     end_point_drift,
     format_targets,
     method_configs,
@@ -19,6 +18,7 @@ from geovis_ros.eval.odometry_bench import (
 )
 from geovis_ros.eval.simulated_depth import network_like_depth
 from geovis_ros.geometry.se3 import make_pose, so3_exp
+from geovis_ros.pipeline.config import classical_baseline_config, odometry_config_for
 
 
 def circle(n: int = 40, radius: float = 2.0) -> np.ndarray:
@@ -91,7 +91,11 @@ def test_network_depth_without_weights_is_a_clean_error(tmp_path, monkeypatch, c
 def test_methods_compare_direct_fusion_with_the_feature_baseline() -> None:
     configs = method_configs()
     assert configs["direct"].method == "direct" and configs["direct"].fusion.enabled
-    assert baseline_config().method == "features" and not baseline_config().fusion.enabled
+    assert configs["features"] == classical_baseline_config() == odometry_config_for("features")
+    assert configs["features"].method == "features" and not configs["features"].fusion.enabled
+    assert odometry_config_for("direct") == configs["direct"]
+    with pytest.raises(ValueError, match="method"):
+        odometry_config_for("orb")  # type: ignore[arg-type]
 
 
 def test_trajectory_scores_exact_and_scaled() -> None:

@@ -10,6 +10,7 @@ from geovis_ros.geometry.camera import Intrinsics
 from geovis_ros.geometry.se3 import invert, rotation_angle, se3_exp, se3_log
 from geovis_ros.pipeline.loop_closure import (
     BackendConfig,
+    LoopClosure,
     LoopClosureConfig,
     LoopClosureConfigError,
     LoopDetector,
@@ -197,3 +198,48 @@ def test_backend_repairs_slightly_non_orthonormal_poses_and_refuses_broken_ones(
     broken[:3, :3] *= 1.1
     with pytest.raises(PoseGraphError, match="not orthonormal"):
         backend.add_keyframe(1, broken, frame.rgb, frame.depth, None, frame.intrinsics)
+
+
+class _ScriptedDetector:
+    """Stands in for LoopDetector: 'verifies' the given loops when keyframe ``query_id`` arrives."""
+
+    def __init__(self, query_id: int, loops: list[LoopClosure]) -> None:
+        self.query_id, self.loops = query_id, loops
+
+    def add_keyframe(self, keyframe_id: int, *_: object) -> list[LoopClosure]:
+        return self.loops if keyframe_id == self.query_id else []
+
+
+def test_backend_gate_rejects_a_loop_the_odometry_cannot_explain_and_keeps_a_drifted_real_one() -> None:
+    # A straight 20 m drive in 0.5 m keyframe steps (like street/driving), odometry drifting 1 % of
+    # the path plus 0.1 degrees of yaw per step; tiny blank images (the detector is scripted).
+    intrinsics = Intrinsics(fx=20.0, fy=20.0, cx=8.0, cy=6.0, width=16, height=12)
+    rgb, depth = np.zeros((12, 16, 3), np.uint8), np.full((12, 16), 5.0, np.float32)
+    truth = [se3_exp([0.0, 0.0, 0.5 * i, 0.0, 0.0, 0.0]) for i in range(41)]
+    step_with_drift = truth[1] @ se3_exp([0.003, 0.0, 0.005, 0.0, np.radians(0.1), 0.0])
+    odometry = [np.linalg.matrix_power(step_with_drift, i) for i in range(len(truth))]
+    last = len(truth) - 1
+    information = np.diag([1e4] * 3 + [1e5] * 3)
+    correct = LoopClosure(last, 0, invert(truth[0]) @ truth[last], information, 60, 0.8, 0.9)
+    # Repeated texture: the view at the end looks like the start, PnP says "one step ahead of it".
+    wrong = LoopClosure(last, 0, truth[1], information, 40, 0.6, 0.9)
+
+    backend = SlamBackend(BackendConfig(loop=SMALL_IMAGE_LOOP))
+    backend.detector = _ScriptedDetector(last, [correct, wrong])  # type: ignore[assignment]
+    updates = [backend.add_keyframe(i, pose, rgb, depth, None, intrinsics) for i, pose in enumerate(odometry)]
+
+    assert backend.loop_consistency(correct) <= 22.46 < backend.loop_consistency(wrong)
+    assert updates[-1].loops == (correct,) and updates[-1].rejected_loops == (wrong,)
+    drift_before = np.linalg.norm(odometry[last][:3, 3] - truth[last][:3, 3])
+    drift_after = np.linalg.norm(backend.keyframe_poses()[last][:3, 3] - truth[last][:3, 3])
+    assert drift_before > 0.2 and drift_after * 5.0 <= drift_before, (drift_before, drift_after)
+
+    # Without the gate the wrong loop enters the graph (what street/driving suffered).
+    ungated = SlamBackend(BackendConfig(loop=SMALL_IMAGE_LOOP, loop_gate_chi2=None))
+    ungated.detector = _ScriptedDetector(last, [wrong])  # type: ignore[assignment]
+    ungated_updates = [ungated.add_keyframe(i, pose, rgb, depth, None, intrinsics) for i, pose in enumerate(odometry)]
+    assert ungated_updates[-1].loops == (wrong,)
+    with pytest.raises(LoopClosureConfigError, match="loop_gate_chi2"):
+        BackendConfig(loop_gate_chi2=0.0)
+    with pytest.raises(LoopClosureConfigError, match="loop_gate_drift"):
+        BackendConfig(loop_gate_drift=(-0.1, 0.0))

@@ -16,8 +16,9 @@ held out from training) is rendered once; each frame gets a depth input (``--dep
 
 Then both methods run on the same inputs: ``direct`` (photometric tracking on CNN-SLAM fused
 keyframe depth, the default :class:`~geovis_ros.pipeline.config.OdometryConfig`) and ``features``
-(the classical peer, :func:`baseline_config`: KLT + PnP-RANSAC on the keyframe's network depth, no
-fusion). Each method runs twice over the same inputs (the stage is deterministic):
+(the classical peer, :func:`~geovis_ros.pipeline.config.classical_baseline_config`: KLT +
+PnP-RANSAC on the keyframe's network depth, no fusion). Each method runs twice over the same
+inputs (the stage is deterministic):
 
 1. through :func:`geovis_ros.pipeline.odometry_cli.run_odometry_over`, the code path of
    ``geovis odometry``: odometry, then every keyframe into the loop-closure back end
@@ -73,7 +74,7 @@ from geovis_ros.eval.metrics_depth import DepthMetricsAccumulator
 from geovis_ros.eval.metrics_traj import TrajectoryEvalError, evaluate_trajectory
 from geovis_ros.eval.simulated_depth import network_like_depth
 from geovis_ros.geometry.se3 import invert
-from geovis_ros.pipeline.config import OdometryConfig
+from geovis_ros.pipeline.config import OdometryConfig, classical_baseline_config
 from geovis_ros.pipeline.frame import DepthResult, Frame, TrackingState
 from geovis_ros.pipeline.keyframes import Keyframe
 from geovis_ros.pipeline.loop_closure import BackendConfig
@@ -106,15 +107,9 @@ QUICK = RunSize(frames=12, width=64, height=48, memory_frames=200)
 Scores = dict[str, Any]
 
 
-def baseline_config() -> OdometryConfig:
-    """The classical peer: KLT + PnP-RANSAC on the keyframe's network depth, keyframe fusion off."""
-    default = OdometryConfig()
-    return dataclasses.replace(default, method="features", fusion=dataclasses.replace(default.fusion, enabled=False))
-
-
 def method_configs() -> dict[str, OdometryConfig]:
     """The compared methods, by name: ``direct`` (the default stage) and ``features`` (the baseline)."""
-    return {"direct": OdometryConfig(), "features": baseline_config()}
+    return {"direct": OdometryConfig(), "features": classical_baseline_config()}
 
 
 def sequence_config(sequence: str, frames: int, width: int, height: int, seed: int = 0) -> SynthConfig:

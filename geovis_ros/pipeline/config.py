@@ -10,7 +10,7 @@ resolution, depths are metres (or the network's units for relative-depth models)
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Literal
 
 OdometryMethod = Literal["direct", "features"]
@@ -296,3 +296,24 @@ class OdometryConfig:
                     f"OdometryConfig.{item.name} must be a {expected[item.name].__name__}, "
                     f"got {type(getattr(self, item.name)).__name__}"
                 )
+
+
+def classical_baseline_config() -> OdometryConfig:
+    """The classical peer of the direct method: KLT + PnP-RANSAC on the keyframe depth, keyframe fusion off.
+
+    The one definition used by ``geovis odometry --method features`` and by ``geovis vo-bench``,
+    so that the classical baseline is the same everywhere.
+    """
+    default = OdometryConfig()
+    return replace(default, method="features", fusion=replace(default.fusion, enabled=False))
+
+
+def odometry_config_for(method: OdometryMethod) -> OdometryConfig:
+    """The default odometry config of a method (what ``geovis odometry --method`` runs).
+
+    :class:`OdometryConfig` for "direct", :func:`classical_baseline_config` for "features";
+    ValueError for any other name.
+    """
+    if method == "features":
+        return classical_baseline_config()
+    return OdometryConfig(method=method)

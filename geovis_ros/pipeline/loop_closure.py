@@ -473,6 +473,16 @@ class BackendConfig:
             (a floor, so that a near-zero tracking covariance cannot make an edge rigid).
         odometry_drift: (metres per metre, radians per metre) odometry-edge standard deviation
             growth with the distance between keyframes when no covariance is given.
+        loop_gate_chi2: consistency gate on verified loops: a loop whose relative pose differs
+            from the current estimate of the odometry chain between its two keyframes by a
+            Mahalanobis distance squared above this (6 degrees of freedom; 22.46 is the 99.9 %
+            chi-square quantile) is rejected before it enters the graph. Repeated texture can
+            make a wrong place pass PnP verification; such a loop claims a correction that the
+            drift accumulated between the keyframes cannot explain. None disables the gate.
+        loop_gate_drift: (metres per metre, radians per metre) standard deviation of drift per
+            metre of path travelled between the loop's keyframes, added (in quadrature with
+            ``odometry_sigma``) to the chain covariance in the gate: a floor that keeps real
+            loops acceptable when tracking covariances are optimistic about drift.
 
     """
 
@@ -483,14 +493,27 @@ class BackendConfig:
     loop_kernel: RobustKernel = RobustKernel("huber", 3.0)
     odometry_sigma: tuple[float, float] = (0.002, 0.002)
     odometry_drift: tuple[float, float] = (0.02, 0.01)
+    loop_gate_chi2: float | None = 22.46
+    loop_gate_drift: tuple[float, float] = (0.05, 0.05)
+
+    def __post_init__(self) -> None:
+        if self.loop_gate_chi2 is not None and not self.loop_gate_chi2 > 0:
+            raise LoopClosureConfigError(f"BackendConfig.loop_gate_chi2 must be > 0 or None, got {self.loop_gate_chi2}")
+        if min(self.loop_gate_drift) < 0:
+            raise LoopClosureConfigError(f"BackendConfig.loop_gate_drift must be >= 0, got {self.loop_gate_drift}")
 
 
 @dataclass(frozen=True)
 class BackendUpdate:
-    """What :meth:`SlamBackend.add_keyframe` did: loops added and the optimisation they triggered."""
+    """What :meth:`SlamBackend.add_keyframe` did.
+
+    Loops added, the optimisation they triggered, and verified loops that the consistency gate
+    rejected (see :attr:`BackendConfig.loop_gate_chi2`).
+    """
 
     loops: tuple[LoopClosure, ...] = ()
     optimization: OptimizationReport | None = None
+    rejected_loops: tuple[LoopClosure, ...] = ()
 
 
 @dataclass
@@ -512,6 +535,9 @@ class SlamBackend:
         self.detector = LoopDetector(self.config.loop) if self.config.loop is not None else None
         self.map = KeyframeMap(self.config.map)
         self._odometry_poses: dict[int, NDArray[np.float64]] = {}
+        # Per keyframe, in insertion order: the odometry edge arriving at it, as (T_previous_keyframe,
+        # covariance (6, 6) of its right perturbation in the keyframe frame); the first has none.
+        self._odometry_edges: dict[int, tuple[NDArray[np.float64], NDArray[np.float64]] | None] = {}
         self._last_keyframe: int | None = None
 
     def reset(self) -> None:
@@ -584,20 +610,25 @@ class SlamBackend:
         self._odometry_poses[keyframe_id] = pose
         if self._last_keyframe is None:
             self.graph.add_node(keyframe_id, pose, fixed=True)
+            self._odometry_edges[keyframe_id] = None
         else:
             previous = self._last_keyframe
             relative = invert(self._odometry_poses[previous]) @ pose
             self.graph.add_node(keyframe_id, self.graph.pose(previous) @ relative)
             information = self.odometry_information(relative, relative_covariance)
             self.graph.add_edge(PoseGraphEdge(previous, keyframe_id, relative, information))
+            self._odometry_edges[keyframe_id] = (relative, np.asarray(np.linalg.inv(information), dtype=np.float64))
         self._last_keyframe = keyframe_id
         cloud = depth_to_cloud(depth, depth_std, rgb, intrinsics, self.config.keyframe_cloud)
         self.map.add_keyframe(keyframe_id, self.graph.pose(keyframe_id), cloud)
         if self.detector is None:
             return BackendUpdate()
-        loops = tuple(self.detector.add_keyframe(keyframe_id, rgb, depth, intrinsics, depth_std))
+        verified = self.detector.add_keyframe(keyframe_id, rgb, depth, intrinsics, depth_std)
+        consistent = [self.loop_consistency(loop) <= self._gate_threshold for loop in verified]
+        loops = tuple(loop for loop, ok in zip(verified, consistent, strict=True) if ok)
+        rejected = tuple(loop for loop, ok in zip(verified, consistent, strict=True) if not ok)
         if not loops:
-            return BackendUpdate()
+            return BackendUpdate(rejected_loops=rejected)
         for loop in loops:
             edge = PoseGraphEdge(
                 loop.match_id, loop.query_id, loop.pose_match_query, loop.information, self.config.loop_kernel
@@ -605,7 +636,53 @@ class SlamBackend:
             self.graph.add_edge(edge)
         report = self.graph.optimize()
         self.map.update_poses(self.graph.poses())
-        return BackendUpdate(loops, report)
+        return BackendUpdate(loops, report, rejected)
+
+    @property
+    def _gate_threshold(self) -> float:
+        return np.inf if self.config.loop_gate_chi2 is None else self.config.loop_gate_chi2
+
+    def loop_consistency(self, loop: LoopClosure) -> float:
+        """Mahalanobis distance squared of a loop's relative pose from the odometry-chain prediction.
+
+        The prediction is ``T_match_query`` from the current graph estimate (odometry, corrected
+        by earlier loops). Its covariance is the odometry edges' covariances between the two
+        keyframes carried into the query frame, plus a drift floor (``odometry_sigma`` +
+        ``loop_gate_drift`` x path length between the keyframes, per axis), plus the loop's own
+        covariance. The error twist (v, w) is that of ``T_predicted^-1 T_loop`` in the query frame.
+
+        Args:
+            loop: a verified loop between two keyframes of this back end (query added last).
+
+        Returns:
+            The squared Mahalanobis distance (chi-square with 6 degrees of freedom for a
+            consistent loop); inf when a keyframe is unknown or the covariance is singular.
+
+        """
+        if loop.match_id not in self._odometry_edges or loop.query_id not in self._odometry_edges:
+            return np.inf
+        ids = list(self._odometry_edges)
+        first, last = sorted((ids.index(loop.match_id), ids.index(loop.query_id)))
+        chain = [edge for edge in (self._odometry_edges[i] for i in ids[first + 1:last + 1]) if edge is not None]
+        pose_query_keyframe = np.eye(4)  # walks back from the query keyframe along the chain
+        chain_covariance = np.zeros((6, 6))
+        path_length = 0.0
+        for relative, covariance in reversed(chain):
+            # A right perturbation d of edge i moves T_match_query by Ad(T_query_i) d in the query frame.
+            adjoint = adjoint_batch(pose_query_keyframe[None])[0]
+            chain_covariance += adjoint @ covariance @ adjoint.T
+            pose_query_keyframe = pose_query_keyframe @ invert(relative)
+            path_length += float(np.linalg.norm(relative[:3, 3]))
+        sigma_t = self.config.odometry_sigma[0] + self.config.loop_gate_drift[0] * path_length
+        sigma_r = self.config.odometry_sigma[1] + self.config.loop_gate_drift[1] * path_length
+        floor = np.diag([sigma_t**2] * 3 + [sigma_r**2] * 3)
+        predicted = invert(self.graph.pose(loop.match_id)) @ self.graph.pose(loop.query_id)
+        error = se3_log(invert(predicted) @ loop.pose_match_query)
+        try:
+            covariance = chain_covariance + floor + np.linalg.inv(loop.information)
+            return float(error @ np.linalg.solve(covariance, error))
+        except np.linalg.LinAlgError:
+            return np.inf
 
     def keyframe_poses(self) -> dict[int, NDArray[np.float64]]:
         """Corrected ``T_map_keyframe`` (4, 4) of every keyframe."""

@@ -45,7 +45,7 @@ from geovis_ros.data.trajectory_io import TrajectoryFormatError, read_trajectory
 from geovis_ros.eval.metrics_traj import AssociateBy, TrajectoryEvalError, evaluate_trajectory
 from geovis_ros.geometry.camera import CameraModelError
 from geovis_ros.geometry.se3 import invert
-from geovis_ros.pipeline.config import OdometryConfig
+from geovis_ros.pipeline.config import OdometryConfig, odometry_config_for
 from geovis_ros.pipeline.frame import DepthResult, Frame, OdometryResult, TrackingState
 from geovis_ros.pipeline.keyframes import Keyframe
 from geovis_ros.pipeline.loop_closure import BackendConfig, SlamBackend
@@ -347,7 +347,7 @@ def run(args: argparse.Namespace) -> int:
         backend_config = BackendConfig(loop=None) if args.no_loop_closure else BackendConfig()
         try:
             result, backend = run_odometry_over(_frames(source, args.max_frames, args.input), depth_estimator,
-                                                OdometryConfig(method=args.method), backend_config, on_keyframe,
+                                                odometry_config_for(args.method), backend_config, on_keyframe,
                                                 bar.update)
         except MissingDepthError as err:
             raise CommandError(f"--depth-source gt: {err}; {args.input} has no depth") from None

@@ -6,6 +6,7 @@ costs one resize, one ``infer`` and one resize back.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -86,23 +87,27 @@ class _EngineStage:
 class DepthStage(_EngineStage):
     """Frame -> metric depth and its standard deviation, at the frame's resolution.
 
-    The shipped network runs at the width it was trained at (``MODEL_INFO["depth"].default_size``),
-    whatever ``input_width`` says: a CNN sees objects at a different pixel size at another
-    resolution, and its metric depth degrades fast away from the trained scale (AbsRel 0.33 at
-    192 px vs 1.6 at 320 px on a synthetic room). A user model runs at ``input_width``.
+    The shipped network runs at the pixel count it was trained at (``MODEL_INFO["depth"].default_size``,
+    aspect ratio kept), whatever ``input_width`` says: a CNN sees objects at a different pixel size
+    at another resolution, and its metric depth degrades fast away from the trained scale (AbsRel
+    0.33 at 192 px vs 1.6 at 320 px on a synthetic room). Keeping the area rather than the width
+    keeps wide images (KITTI, 1241x376) from shrinking to a 64-pixel-high strip. A user model runs
+    at ``input_width``.
     """
 
     def __init__(self, config: NetworkConfig) -> None:
         super().__init__("depth", config)
 
-    @property
-    def network_width(self) -> int:
-        """Width in pixels the network runs at (height follows the image aspect ratio)."""
-        return self.config.input_width if self.config.model_path else MODEL_INFO["depth"].default_size[0]
+    def network_width(self, intrinsics: Intrinsics) -> int:
+        """Width in pixels the network runs at for images of ``intrinsics`` (height keeps the aspect)."""
+        if self.config.model_path:
+            return self.config.input_width
+        trained_width, trained_height = MODEL_INFO["depth"].default_size
+        return round(math.sqrt(trained_width * trained_height * intrinsics.width / intrinsics.height))
 
     def __call__(self, frame: Frame) -> DepthResult:
         """Depth (H, W) float32 metres and std (H, W) float32 metres for ``frame``."""
-        size = network_size_for(frame.intrinsics, self.network_width, DEPTH_MULTIPLE)
+        size = network_size_for(frame.intrinsics, self.network_width(frame.intrinsics), DEPTH_MULTIPLE)
         depth, log_var = run_depth(self.engine(*size).infer, frame.image, frame.intrinsics, size)
         # log_var is the log variance of ln(depth): std of depth ~= depth * sigma (first order).
         std = depth * np.exp(0.5 * np.clip(log_var, -20.0, 10.0))

@@ -47,7 +47,6 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("engine_cache_dir", "", "TensorRT engine cache; empty = ~/.cache/geovis_ros/engines"),
     ParamSpec("model_depth", "", "depth model (.safetensors or .onnx); empty = shipped default"),
     ParamSpec("model_flow", "", "flow model (.safetensors or .onnx); empty = shipped default"),
-    ParamSpec("model_pose", "", "pose model (.safetensors or .onnx); empty = shipped default"),
     ParamSpec("input_width", 320, "network input width, pixels (flow and user depth models; the shipped depth "
               "network runs at its training width)",
               min_value=32, max_value=4096),

@@ -226,12 +226,17 @@ def read_flow(path: Path) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
 # ----------------------------------------------------------------------------------------- depth
 
 
+# Raw 16-bit depth PNG values that mean "no measurement".
+DEPTH_PNG_INVALID = (0, 65535)
+
+
 def read_depth_png(
-    path: Path, scale: float = 1000.0, invalid_values: tuple[int, ...] = (0,)
+    path: Path, scale: float = 1000.0, invalid_values: tuple[int, ...] = DEPTH_PNG_INVALID
 ) -> NDArray[np.float32]:
     """Depth (H, W) float32 metres from a 16-bit PNG holding depth * ``scale``; NaN where invalid.
 
-    ``invalid_values`` lists raw values that mean "no measurement" (7-Scenes also uses 65535).
+    ``invalid_values`` lists raw values that mean "no measurement": by default 0 and 65535 (the
+    saturated value sensors such as the Kinect in 7-Scenes write for "no reading").
     """
     if not scale > 0:
         raise DatasetError(f"{path}: depth scale must be > 0, got {scale}")
@@ -246,8 +251,9 @@ def read_depth_png(
 def write_depth_png(path: Path, depth_m: NDArray[np.floating], scale: float = 1000.0) -> None:
     """Write depth (H, W) metres as a 16-bit PNG of round(depth * ``scale``).
 
-    NaN, infinite and non-positive depths become 0 (invalid), and so do depths beyond
-    65535 / ``scale`` (e.g. sky in a street scene): a clipped value would be a wrong depth.
+    NaN, infinite and non-positive depths become 0 (invalid), and so do depths that would need
+    65535 or more (e.g. sky in a street scene): a clipped value would be a wrong depth, and 65535
+    itself reads back as invalid (:data:`DEPTH_PNG_INVALID`).
     """
     path = Path(path)
     depth = np.asarray(depth_m, dtype=np.float64)
@@ -257,7 +263,7 @@ def write_depth_png(path: Path, depth_m: NDArray[np.floating], scale: float = 10
         raise DatasetError(f"{path}: depth scale must be > 0, got {scale}")
     with np.errstate(invalid="ignore"):
         scaled = np.rint(depth * scale)
-        valid = np.isfinite(scaled) & (scaled > 0) & (scaled <= np.iinfo(np.uint16).max)
+        valid = np.isfinite(scaled) & (scaled > 0) & (scaled < max(DEPTH_PNG_INVALID))
     raw = np.where(valid, scaled, 0.0).astype(np.uint16)
     _imwrite(path, raw)
 

@@ -26,7 +26,6 @@ from geovis_ros.data.image_io import DatasetError, read_depth_png, read_rgb
 from geovis_ros.data.sequence import SequenceFrame
 
 SEVEN_SCENES_CALIBRATION = Calibration(585.0, 585.0, 320.0, 240.0, 640, 480)
-SEVEN_SCENES_DEPTH_INVALID = (0, 65535)
 SEVEN_SCENES_FRAME_RATE_HZ = 30.0
 COLOR_FILE = re.compile(r"^frame-(\d+)\.color\.(png|jpg|jpeg)$", re.IGNORECASE)
 INTRINSICS_FILE = "camera-intrinsics.txt"
@@ -104,7 +103,7 @@ class SevenScenesSequence(IndexedFrameSource):
         """Frame ``index`` with depth (metres) and pose T_world_camera where present."""
         rgb = read_rgb_sized(self._colors[index], self._intrinsics)
         depth_path = self._sibling(index, "depth.png")
-        depth = read_depth_png(depth_path, 1000.0, SEVEN_SCENES_DEPTH_INVALID) if depth_path.is_file() else None
+        depth = read_depth_png(depth_path, 1000.0) if depth_path.is_file() else None
         if depth is not None and depth.shape != rgb.shape[:2]:
             raise DatasetError(
                 f"{depth_path}: depth is {depth.shape[1]}x{depth.shape[0]}, colour {rgb.shape[1]}x{rgb.shape[0]}"

@@ -93,7 +93,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "depth",
         help="Eigen/monodepth2 depth metrics of two depth images or two folders",
         description="Score predicted depth against ground truth: one image each, or two folders whose files "
-        "match by name (extension aside). PNG: 16-bit, value / scale = metres, 0 = invalid; "
+        "match by name (extension aside). PNG: 16-bit, value / scale = metres, 0 and 65535 = invalid; "
         ".npy: float metres, NaN/0 = invalid; .pfm: disparity, depth = --calib / disparity.",
     )
     _add_pair_inputs(depth, "depth")

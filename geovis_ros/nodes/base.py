@@ -93,7 +93,7 @@ class PerceptionNode(Node):
         self._last_stamp_ns: int | None = None
         self._last_size: tuple[int, int] | None = None
         self._awaiting_info: deque[tuple[Header, Callable[[], Any]]] = deque(maxlen=AWAITING_INFO_LIMIT)
-        self._reset_pending = threading.Event()
+        self._last_processed_ns: int | None = None
         self._inputs_at_last_check = 0
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(1.0, self._publish_diagnostics)
@@ -159,12 +159,12 @@ class PerceptionNode(Node):
         stamp_ns = ns_from_time(header.stamp)
         if self._last_stamp_ns is not None and stamp_ns <= self._last_stamp_ns:
             if self._last_stamp_ns - stamp_ns >= CLOCK_JUMP_BACK_NS:
+                # Accepted: the worker resets when it reaches this frame (frames before the jump
+                # that are still queued are processed first, in order).
                 self.get_logger().info(
                     f"time jumped back by {(self._last_stamp_ns - stamp_ns) * 1e-9:.2f} s "
                     "(bag loop?): resetting"
                 )
-                self.queue.clear()
-                self._reset_pending.set()
             else:
                 self._reject("stamp", f"dropping image on {topic}: stamp {stamp_ns} ns is not newer "
                                       f"than the previous {self._last_stamp_ns} ns")
@@ -187,11 +187,14 @@ class PerceptionNode(Node):
                 continue
             frame, header, received = item
             size = (frame.intrinsics.width, frame.intrinsics.height)
-            if self._reset_pending.is_set() or (self._last_size is not None and size != self._last_size):
-                self._reset_pending.clear()
-                self.reset()
-            self._last_size = size
+            # Small steps back never reach the queue (see _accept), so any step back here is a
+            # clock jump: a new stream, like a new image size.
+            jumped = self._last_processed_ns is not None and frame.stamp_ns < self._last_processed_ns
+            resized = self._last_size is not None and size != self._last_size
+            self._last_size, self._last_processed_ns = size, frame.stamp_ns
             try:
+                if jumped or resized:
+                    self.reset()
                 self.process(frame, header)
             except Exception as err:  # noqa: BLE001 - a bad frame must never kill the node
                 self.failed_frames += 1

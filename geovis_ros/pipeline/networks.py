@@ -110,10 +110,14 @@ class DepthStage(_EngineStage):
         size = network_size_for(frame.intrinsics, self.network_width(frame.intrinsics), DEPTH_MULTIPLE)
         depth, log_var = run_depth(self.engine(*size).infer, frame.image, frame.intrinsics, size)
         # log_var is the log variance of ln(depth): std of depth ~= depth * sigma (first order).
-        std = depth * np.exp(0.5 * np.clip(log_var, -20.0, 10.0))
+        std = np.clip(log_var, -20.0, 10.0, out=log_var)
+        std *= 0.5
+        np.exp(std, out=std)
+        std *= depth
         invalid = ~np.isfinite(depth) | (depth <= 0)
         depth[invalid] = np.nan
-        return DepthResult(depth=depth, std=std.astype(np.float32), intrinsics=frame.intrinsics, is_metric=True)
+        std[invalid] = np.nan
+        return DepthResult(depth=depth, std=std, intrinsics=frame.intrinsics, is_metric=True)
 
 
 class FlowStage(_EngineStage):

@@ -48,6 +48,9 @@ from geovis_ros.ros.qos import LATCHED_QOS, OUTPUT_QOS
 
 # The path keeps the newest this many poses (about 5 minutes at 30 Hz), so it cannot grow forever.
 PATH_MAX_POSES = 10_000
+# A path longer than this is republished every ceil(len / PATH_POSES_PER_FRAME) frames, so the
+# amortised cost of publishing it stays that of a path this long.
+PATH_POSES_PER_FRAME = 500
 # Line width of the keyframe frustum markers, metres.
 FRUSTUM_LINE_WIDTH_M = 0.01
 
@@ -108,6 +111,7 @@ class StageNode(PerceptionNode):
             if params["publish_colored"]:
                 self._advertise(Image, "flow/colored")
         self._path: Path | None = None
+        self._path_frames = 0
         self._tf = None
         if "odometry" in self.OUTPUTS:
             self._advertise(Odometry, "odom")
@@ -205,7 +209,9 @@ class StageNode(PerceptionNode):
             odometry.pose, odom_header, header.frame_id, odometry.covariance, odometry.velocity))
         assert self._path is not None
         append_to_path(self._path, odometry.pose, result.frame.stamp_ns, PATH_MAX_POSES)
-        self._publish("path", lambda: self._path)
+        self._path_frames += 1
+        if self._path_frames % -(-len(self._path.poses) // PATH_POSES_PER_FRAME) == 0:
+            self._publish("path", lambda: self._path)
         if self._tf is not None and self.get_parameter("publish_tf").value:
             self._tf.sendTransform(transform_stamped_from_matrix(odometry.pose, odom_header, header.frame_id))
 

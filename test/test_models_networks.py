@@ -1,5 +1,6 @@
 import warnings
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -11,7 +12,9 @@ from geovis_ros.models.blocks import ModelInputError, backward_warp, local_corre
 from geovis_ros.models.depth import CANONICAL_FX, DepthNet, canonical_depth_target, run_depth, scale_depth_to_camera
 from geovis_ros.models.flow import (
     FlowRefineNet,
+    dis_flow,
     forward_backward_consistency,
+    initial_flow,
     pad_to_multiple,
     predict_flow,
 )
@@ -76,6 +79,9 @@ def test_pose_net_shape_and_dtype():
         lambda: FlowRefineNet()(torch.randn(1, 3, H, W), torch.randn(1, 3, H, W), torch.randn(1, 2, H, 32)),
         lambda: PoseNet()(torch.randn(1, 3, H, W), torch.randn(1, 3, H, 32)),
         lambda: normalize_image(np.zeros((H, W), np.uint8)),
+        lambda: dis_flow(np.zeros((H, W, 3), np.uint8), np.zeros((H, W, 3), np.uint8), seed_downscale=0),
+        lambda: dis_flow(np.zeros((H, W, 3), np.uint8), np.zeros((H, W, 3), np.uint8), preset="slow"),
+        lambda: dis_flow(np.zeros((H, W, 3), np.uint8), np.zeros((H, 32, 3), np.uint8)),
     ],
 )
 def test_bad_inputs_raise_clear_error(call):
@@ -206,3 +212,16 @@ def test_torch_predict_helpers_any_size():
     padded = pad_to_multiple(rgb1, 16)
     assert padded.shape == (48, 64, 3)
     np.testing.assert_array_equal(padded[37:, :51], np.broadcast_to(rgb1[-1:], (11, 51, 3)))
+
+
+def test_seeded_dis_reaches_motions_that_plain_dis_loses():
+    """A 40 px shift at 320x240 is beyond plain DIS's 1/8 pyramid; the 1/4-size seed brings it within reach."""
+    rng = np.random.default_rng(3)
+    texture = cv2.GaussianBlur(rng.integers(0, 256, (240, 400, 3), dtype=np.uint8), (0, 0), 2.0)
+    shift = 40
+    first, second = texture[:, shift:shift + 320], texture[:, :320]  # scene moves right by `shift` px
+    inner = (slice(20, -20), slice(80, -20))  # pixels whose match stays inside the second image
+    plain_error = np.abs(dis_flow(first, second)[inner][..., 0] - shift).mean()
+    seeded = initial_flow(first, second)
+    assert np.abs(seeded[inner][..., 0] - shift).mean() < 0.5 < plain_error
+    assert np.abs(seeded[inner][..., 1]).mean() < 0.5

@@ -10,6 +10,7 @@ from geovis_ros.data.sequence import SequenceFrame
 from geovis_ros.geometry.camera import Intrinsics
 from geovis_ros.models.checkpoint import load_checkpoint, load_weights
 from geovis_ros.training.datasets import (
+    FLOW_INIT_METHOD_KEY,
     HELD_OUT_SCENE,
     MANIFEST,
     TRAIN_SCENES,
@@ -173,3 +174,13 @@ def test_synth_on_the_fly_prerender_and_evaluate(tmp_path, capsys):
     assert main(["train", "prerender", "--out", str(tmp_path / "bad"), "--split", "train", "--scene", "corridor",
                  "--sequences", "1", "--frames", "2", *small]) == 2
     assert "not allowed" in capsys.readouterr().err
+
+
+def test_flow_init_written_by_an_older_initialisation_is_recomputed(cache, tmp_path):
+    with np.load(cache / "seq_00000.npz") as data:
+        arrays = {name: data[name] for name in data.files if name != FLOW_INIT_METHOD_KEY}
+    arrays["flow_init"] = np.zeros_like(arrays["flow_init"])  # as if another method had written it
+    np.savez(tmp_path / "old.npz", **arrays)
+    seq = SequenceArrays.load(tmp_path / "old.npz")
+    assert float(np.median(seq.flow_init[..., 0])) == pytest.approx(-SHIFT_PX, abs=0.5)
+    assert SequenceArrays.load(cache / "seq_00000.npz").flow_init.dtype == np.float16

@@ -137,16 +137,51 @@ class FlowRefineNet(nn.Module):
         return self.forward_multiscale(image1, image2, flow_init)[-1]
 
 
-def dis_flow(rgb1: NDArray[np.uint8], rgb2: NDArray[np.uint8], preset: str = "medium") -> NDArray[np.float32]:
-    """OpenCV DIS optical flow (H, W, 2) float32, pixels, from (H, W, 3) uint8 RGB image 1 to image 2."""
+SEED_DOWNSCALE = 4
+FLOW_INIT_METHOD = f"dis-medium-seeded-1/{SEED_DOWNSCALE}"
+
+
+def dis_flow(
+    rgb1: NDArray[np.uint8], rgb2: NDArray[np.uint8], preset: str = "medium", seed_downscale: int = 1
+) -> NDArray[np.float32]:
+    """OpenCV DIS optical flow (H, W, 2) float32, pixels, from (H, W, 3) uint8 RGB image 1 to image 2.
+
+    ``seed_downscale = 1`` is plain DIS (the classical peer every flow figure is compared with).
+    OpenCV DIS picks its coarsest pyramid level from the image size (1/8 at 320x240, and
+    ``setCoarsestScale`` cannot go deeper), so motions beyond a few tens of pixels are lost. With
+    ``seed_downscale = s > 1`` DIS first runs on the pair area-downscaled by s and reflect-padded
+    back to the full size (the padding only makes DIS build a pyramid s times deeper: 1/32 at
+    320x240 for s = 4); that flow, upsampled, seeds DIS at full resolution, which keeps DIS's
+    sub-pixel detail. Costs about two DIS runs.
+    """
     if preset not in DIS_PRESETS:
         raise ModelInputError(f"unknown DIS preset {preset!r}; choose one of {sorted(DIS_PRESETS)}")
     if rgb1.shape != rgb2.shape or rgb1.ndim != 3 or rgb1.shape[2] != 3:
         raise ModelInputError(f"expected two (H, W, 3) images of equal size, got {rgb1.shape} and {rgb2.shape}")
-    dis = cv2.DISOpticalFlow_create(DIS_PRESETS[preset])  # type: ignore[attr-defined]
+    if seed_downscale < 1:
+        raise ModelInputError(f"seed_downscale must be >= 1, got {seed_downscale}")
+    h, w = rgb1.shape[:2]
     gray1 = cv2.cvtColor(rgb1, cv2.COLOR_RGB2GRAY)
     gray2 = cv2.cvtColor(rgb2, cv2.COLOR_RGB2GRAY)
-    return dis.calc(gray1, gray2, None).astype(np.float32)
+    small_w, small_h = w // seed_downscale, h // seed_downscale
+    seed = None
+    if seed_downscale > 1 and min(small_w, small_h) >= 8:
+        padded = [
+            cv2.copyMakeBorder(cv2.resize(g, (small_w, small_h), interpolation=cv2.INTER_AREA),
+                               0, h - small_h, 0, w - small_w, cv2.BORDER_REFLECT)
+            for g in (gray1, gray2)
+        ]
+        coarse = cv2.DISOpticalFlow_create(DIS_PRESETS[preset])  # type: ignore[attr-defined]
+        small_flow = coarse.calc(padded[0], padded[1], None)[:small_h, :small_w]
+        seed = cv2.resize(small_flow, (w, h), interpolation=cv2.INTER_LINEAR)
+        seed *= np.array([w / small_w, h / small_h], np.float32)
+    fine = cv2.DISOpticalFlow_create(DIS_PRESETS[preset])  # type: ignore[attr-defined]
+    return fine.calc(gray1, gray2, seed).astype(np.float32)
+
+
+def initial_flow(rgb1: NDArray[np.uint8], rgb2: NDArray[np.uint8], preset: str = "medium") -> NDArray[np.float32]:
+    """The network's classical initialisation (H, W, 2) float32 px: DIS seeded from 1/:data:`SEED_DOWNSCALE` size."""
+    return dis_flow(rgb1, rgb2, preset, SEED_DOWNSCALE)
 
 
 def pad_to_multiple(array: NDArray[np.generic], multiple: int) -> NDArray[np.generic]:
@@ -162,12 +197,12 @@ def run_flow(
 ) -> NDArray[np.float32]:
     """Refined forward flow (H, W, 2) float32, pixels, for two (H, W, 3) uint8 RGB images of any size.
 
-    ``infer`` runs the network (an engine's ``infer`` or :func:`module_infer`). Steps: DIS
-    initialisation at full size, edge-pad images and flow to a multiple of :data:`FLOW_MULTIPLE`,
+    ``infer`` runs the network (an engine's ``infer`` or :func:`module_infer`). Steps: seeded DIS
+    initialisation at full size (:func:`initial_flow`), edge-pad images and flow to a multiple of :data:`FLOW_MULTIPLE`,
     normalise, run, crop back to (H, W).
     """
     h, w = rgb1.shape[:2]
-    init = dis_flow(rgb1, rgb2, preset)
+    init = initial_flow(rgb1, rgb2, preset)
     outputs = infer({
         "image1": normalize_image(pad_to_multiple(rgb1, FLOW_MULTIPLE)),
         "image2": normalize_image(pad_to_multiple(rgb2, FLOW_MULTIPLE)),

@@ -28,7 +28,7 @@ from geovis_ros.geometry.camera import Intrinsics
 from geovis_ros.geometry.se3 import invert, se3_log
 from geovis_ros.models.blocks import normalize_image_tensor
 from geovis_ros.models.depth import MAX_DEPTH_M
-from geovis_ros.models.flow import dis_flow
+from geovis_ros.models.flow import FLOW_INIT_METHOD, initial_flow
 
 ALL_SCENES = ("room", "corridor", "street", "tabletop")
 HELD_OUT_SCENE = "corridor"
@@ -43,6 +43,7 @@ SCENE_TRAJECTORIES = {
 MANIFEST = "manifest.json"
 RENDER_ATTEMPTS = 10
 OPTIONAL_ARRAYS = ("depth", "poses", "flow", "flow_valid", "flow_init")
+FLOW_INIT_METHOD_KEY = "flow_init_method"  # names the initialisation that wrote flow_init
 
 
 class TrainingDataError(ValueError):
@@ -60,7 +61,8 @@ class SequenceArrays:
         poses: (N, 4, 4) float64 T_world_camera, or None.
         flow: (N - 1, H, W, 2) float32 px, frame i -> i + 1, or None.
         flow_valid: (N - 1, H, W) bool, or None.
-        flow_init: (N - 1, H, W, 2) float16 px, DIS medium flow i -> i + 1, or None.
+        flow_init: (N - 1, H, W, 2) float16 px, the network's classical initialisation
+            (:func:`geovis_ros.models.flow.initial_flow`) i -> i + 1, or None.
 
     """
 
@@ -98,8 +100,7 @@ class SequenceArrays:
         flow_valid = np.stack([f.flow_valid for f in head if f.flow_valid is not None]) if has_flow else None
         flow_init = None
         if with_flow_init:
-            pairs = zip(items[:-1], items[1:], strict=True)
-            flow_init = np.stack([dis_flow(a.rgb, b.rgb) for a, b in pairs]).astype(np.float16)
+            flow_init = initial_flows(np.stack([f.rgb for f in items]))
         return cls(rgb, items[0].intrinsics, depth, poses, flow, flow_valid, flow_init)
 
     def save(self, path: Path) -> None:
@@ -113,6 +114,8 @@ class SequenceArrays:
             value = getattr(self, name)
             if value is not None:
                 arrays[name] = value
+        if self.flow_init is not None:
+            arrays[FLOW_INIT_METHOD_KEY] = np.array(FLOW_INIT_METHOD)
         np.savez(path, **arrays)  # type: ignore[arg-type]
 
     @classmethod
@@ -122,7 +125,15 @@ class SequenceArrays:
         with np.load(path) as data:
             fx, fy, cx, cy, w, h = data["intrinsics"].tolist()
             optional = {n: data[n] if n in data and n in wanted else None for n in OPTIONAL_ARRAYS}
+            stored_method = str(data[FLOW_INIT_METHOD_KEY]) if FLOW_INIT_METHOD_KEY in data else "dis-medium"
+            if optional["flow_init"] is not None and stored_method != FLOW_INIT_METHOD:
+                optional["flow_init"] = initial_flows(data["rgb"])  # written by an older initialisation
             return cls(data["rgb"], Intrinsics(fx, fy, cx, cy, int(w), int(h)), **optional)
+
+
+def initial_flows(rgb: NDArray[np.uint8]) -> NDArray[np.float16]:
+    """The flow network's initialisation (N - 1, H, W, 2) float16 px between consecutive frames of (N, H, W, 3) RGB."""
+    return np.stack([initial_flow(a, b) for a, b in zip(rgb[:-1], rgb[1:], strict=True)]).astype(np.float16)
 
 
 def random_synth_config(  # noqa: ANN201
@@ -370,9 +381,9 @@ class Batcher:
     ) -> dict[str, torch.Tensor]:
         """Random full-resolution crops of consecutive frames.
 
-        Returns image1, image2 (B, 3, h, w) normalised and flow_init (B, 2, h, w) px (stored DIS flow,
+        Returns image1, image2 (B, 3, h, w) normalised and flow_init (B, 2, h, w) px (stored initialisation,
         else DIS on the crop); with ground truth, flow (B, 2, h, w) px and valid (B, 1, h, w); with
-        ``with_backward_init``, flow_init_backward (DIS image2 -> image1 on the crop).
+        ``with_backward_init``, flow_init_backward (initialisation image2 -> image1 on the crop).
         """
         cw, ch = crop
         fields: dict[str, list[NDArray[np.generic]]] = {"image1": [], "image2": [], "flow_init": []}
@@ -385,9 +396,9 @@ class Batcher:
             window = (slice(y, y + ch), slice(x, x + cw))
             a, b = seq.rgb[i][window], seq.rgb[i + 1][window]
             sample = {"flow_init": seq.flow_init[i][window].astype(np.float32) if seq.flow_init is not None
-                      else dis_flow(a, b)}
+                      else initial_flow(a, b)}
             if with_backward_init:
-                sample["flow_init_backward"] = dis_flow(b, a)
+                sample["flow_init_backward"] = initial_flow(b, a)
             if seq.flow is not None and seq.flow_valid is not None:
                 flow = seq.flow[i][window]
                 sample["flow"] = np.nan_to_num(flow.astype(np.float32))

@@ -18,7 +18,7 @@ from torch import nn
 
 from geovis_ros.geometry.se3 import invert, rotation_angle
 from geovis_ros.models.depth import MAX_DEPTH_M, predict_depth
-from geovis_ros.models.flow import dis_flow, predict_flow
+from geovis_ros.models.flow import dis_flow, initial_flow, predict_flow
 from geovis_ros.models.pose import predict_pose
 from geovis_ros.training.datasets import SequenceArrays
 
@@ -60,8 +60,12 @@ def _flow_errors(flow: NDArray[np.float32], gt: NDArray[np.float32], valid: NDAr
 
 
 def flow_metrics(model: nn.Module, sequences: Sequence[SequenceArrays], stride: int = 1) -> dict[str, float]:
-    """EPE, large-motion EPE and Fl-all of the network and of DIS medium, on the same valid pixels."""
-    sums = {"epe": 0.0, "epe_dis": 0.0, "epe_large": 0.0, "epe_large_dis": 0.0, "fl_all": 0.0, "fl_all_dis": 0.0}
+    """EPE, large-motion EPE and Fl-all of three flows on the same valid pixels.
+
+    No suffix: the network; ``_init``: its classical initialisation alone (seeded DIS); ``_dis``: the
+    peer, plain DIS medium.
+    """
+    sums = {f"{metric}{suffix}": 0.0 for metric in ("epe", "epe_large", "fl_all") for suffix in ("", "_init", "_dis")}
     count, count_large = 0, 0
     for seq in sequences:
         if seq.flow is None or seq.flow_valid is None:
@@ -73,6 +77,7 @@ def flow_metrics(model: nn.Module, sequences: Sequence[SequenceArrays], stride: 
             magnitude = np.linalg.norm(gt[valid], axis=-1)
             large = magnitude > LARGE_MOTION_PX
             for suffix, flow in (("", predict_flow(model, seq.rgb[i], seq.rgb[i + 1])),
+                                 ("_init", initial_flow(seq.rgb[i], seq.rgb[i + 1])),
                                  ("_dis", dis_flow(seq.rgb[i], seq.rgb[i + 1]))):
                 err = _flow_errors(flow, gt, valid)
                 sums[f"epe{suffix}"] += float(err.sum())

@@ -28,7 +28,7 @@ def test_bench_quick_prints_the_table_and_writes_json(tmp_path: Path, tiny_regis
     report = json.loads(out.read_text())
     rows = {(r["name"], r["backend"]) for r in report["results"]}
     assert {("dis-ultrafast", "opencv"), ("dis-fast", "opencv"), ("dis-medium", "opencv"),
-            ("tiny_depth", "onnxruntime"), ("tiny_depth", "torch")} <= rows
+            ("dis-medium-seeded", "opencv"), ("tiny_depth", "onnxruntime"), ("tiny_depth", "torch")} <= rows
     for row in report["results"]:
         assert row["size"] == "160x120" and row["iterations"] == 10
         assert 0 < row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"] and row["throughput_fps"] > 0

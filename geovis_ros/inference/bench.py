@@ -1,6 +1,8 @@
 """``geovis bench``: latency (p50/p90/p99) and throughput of every model and backend.
 
-OpenCV DIS optical flow (ultrafast/fast/medium presets) runs side by side as the classical peer.
+OpenCV DIS optical flow (ultrafast/fast/medium presets) runs side by side as the classical peer,
+with the flow network's own classical initialisation (``dis-medium-seeded``,
+:func:`geovis_ros.models.flow.initial_flow`), which a flow inference adds to the network's time.
 
 Timing is per call after warm-up: CUDA events on the current stream for CUDA engines (inputs already
 on the device), wall clock otherwise. Throughput is single-stream frames per second (1000 / mean
@@ -129,8 +131,10 @@ def textured_pair(height: int, width: int, shift: tuple[int, int] = (2, 3), seed
 
 
 def bench_dis(sizes: Sequence[tuple[int, int]], warmup: int, iterations: int) -> list[BenchResult]:
-    """OpenCV DIS optical flow, each preset at each size (CPU, wall clock)."""
+    """OpenCV DIS optical flow, each preset at each size, and the flow network's initialisation (CPU, wall clock)."""
     import cv2
+
+    from geovis_ros.models.flow import initial_flow
 
     presets = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
                "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
@@ -141,6 +145,9 @@ def bench_dis(sizes: Sequence[tuple[int, int]], warmup: int, iterations: int) ->
             dis = cv2.DISOpticalFlow_create(presets[preset])  # type: ignore[attr-defined]
             samples = measure(functools.partial(dis.calc, first, second, None), warmup, iterations)
             results.append(_result(f"dis-{preset}", "opencv", "cpu", "fp32", size, size, "wall-clock", samples))
+        rgb_pair = [np.repeat(image[..., None], 3, axis=2) for image in (first, second)]
+        samples = measure(functools.partial(initial_flow, *rgb_pair), warmup, iterations)
+        results.append(_result("dis-medium-seeded", "opencv", "cpu", "fp32", size, size, "wall-clock", samples))
     return results
 
 

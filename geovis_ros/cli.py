@@ -18,7 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("geovis_ros.inference.bench", "latency and throughput of every model and backend"),
     "build-engines": ("geovis_ros.inference.build_engines", "prebuild and cache TensorRT engines"),
     "train": ("geovis_ros.training.commands", "train or fine-tune the depth, flow and pose networks"),
-    "predict": ("geovis_ros.models.predict", "run a network on image files (depth, flow)"),
+    "predict": ("geovis_ros.inference.predict", "run a network on image files (depth, flow)"),
     "odometry": ("geovis_ros.pipeline.odometry_cli", "monocular visual odometry over a recording"),
     "vo-bench": ("geovis_ros.eval.odometry_bench",
                  "odometry, fusion, loop-closure and map-memory benchmarks on synthetic sequences"),

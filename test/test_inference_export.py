@@ -98,7 +98,7 @@ def test_user_onnx_file_becomes_a_spec(tmp_path: Path) -> None:
         spec_from_onnx(tmp_path / "missing.onnx")
 
 
-@pytest.mark.skipif(not SHIPPED, reason="geovis_ros.models.registry lists no shipped models yet")
+@pytest.mark.skipif(not SHIPPED, reason="geovis_ros.inference.registry lists no shipped models yet")
 @pytest.mark.filterwarnings("ignore:no shipped weights")
 @pytest.mark.parametrize("spec", SHIPPED, ids=lambda s: s.name)
 def test_shipped_model_exports_with_parity(spec: ModelSpec) -> None:

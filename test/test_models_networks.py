@@ -8,6 +8,14 @@ import torch
 from geovis_ros.geometry.camera import Intrinsics
 from geovis_ros.geometry.se3 import se3_exp
 from geovis_ros.inference.engine import ModelSpec
+from geovis_ros.inference.registry import (
+    MODEL_INFO,
+    MODEL_SPECS,
+    DepthModelContract,
+    RegistryError,
+    build_model,
+    get_spec,
+)
 from geovis_ros.models.blocks import ModelInputError, backward_warp, local_correlation, normalize_image
 from geovis_ros.models.depth import CANONICAL_FX, DepthNet, canonical_depth_target, run_depth, scale_depth_to_camera
 from geovis_ros.models.flow import (
@@ -19,14 +27,6 @@ from geovis_ros.models.flow import (
     predict_flow,
 )
 from geovis_ros.models.pose import PoseNet, predict_pose, twist_to_matrix
-from geovis_ros.models.registry import (
-    MODEL_INFO,
-    MODEL_SPECS,
-    DepthModelContract,
-    RegistryError,
-    build_model,
-    get_spec,
-)
 
 H, W = 48, 64
 

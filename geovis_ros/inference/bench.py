@@ -6,7 +6,7 @@ with the flow network's own classical initialisation (``dis-medium-seeded``,
 
 Timing is per call after warm-up: CUDA events on the current stream for CUDA engines (inputs already
 on the device), wall clock otherwise. Throughput is single-stream frames per second (1000 / mean
-latency). Models: ``geovis_ros.models.registry.MODEL_SPECS`` and any ``--model-onnx`` files.
+latency). Models: ``geovis_ros.inference.registry.MODEL_SPECS`` and any ``--model-onnx`` files.
 """
 
 from __future__ import annotations
@@ -145,8 +145,8 @@ def bench_dis(sizes: Sequence[tuple[int, int]], warmup: int, iterations: int) ->
             dis = cv2.DISOpticalFlow_create(presets[preset])  # type: ignore[attr-defined]
             samples = measure(functools.partial(dis.calc, first, second, None), warmup, iterations)
             results.append(_result(f"dis-{preset}", "opencv", "cpu", "fp32", size, size, "wall-clock", samples))
-        rgb_pair = [np.repeat(image[..., None], 3, axis=2) for image in (first, second)]
-        samples = measure(functools.partial(initial_flow, *rgb_pair), warmup, iterations)
+        first_rgb, second_rgb = (np.repeat(image[..., None], 3, axis=2) for image in (first, second))
+        samples = measure(functools.partial(initial_flow, first_rgb, second_rgb), warmup, iterations)
         results.append(_result("dis-medium-seeded", "opencv", "cpu", "fp32", size, size, "wall-clock", samples))
     return results
 

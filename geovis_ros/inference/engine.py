@@ -6,7 +6,7 @@ any ``torch.Tensor`` in -> ``torch.Tensor`` out on the engine's device, so stage
 GPU never round-trip through host memory. Returned arrays belong to the caller (never reused).
 
 Models plug in through :class:`ModelSpec`; the shipped ones are listed in
-``geovis_ros.models.registry.MODEL_SPECS`` (see :func:`registered_model_specs`).
+``geovis_ros.inference.registry.MODEL_SPECS`` (see :func:`registered_model_specs`).
 
 Shapes: a dimension is an int or a symbol. The symbols ``"height"`` and ``"width"`` are the
 network's spatial size; any other symbol (e.g. ``"batch"``) resolves to 1.
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 BACKENDS = ("auto", "tensorrt", "torch", "onnxruntime")
 PRECISIONS = ("fp32", "fp16", "int8")
 SPATIAL_SYMBOLS = ("height", "width")
-REGISTRY_MODULE = "geovis_ros.models.registry"
+REGISTRY_MODULE = "geovis_ros.inference.registry"
 
 Dim = int | str
 Shape = tuple[Dim, ...]
@@ -396,7 +396,7 @@ def output_errors(actual: Mapping[str, Any], expected: Mapping[str, Any]) -> dic
 
 
 def registered_model_specs() -> tuple[tuple[ModelSpec, ...], str | None]:
-    """The shipped models: ``geovis_ros.models.registry.MODEL_SPECS``, plus a note when there are none.
+    """The shipped models: ``geovis_ros.inference.registry.MODEL_SPECS``, plus a note when there are none.
 
     Returns ``(specs, note)``; ``note`` says why the list is empty (registry module missing or empty),
     None otherwise. A registry that exists but fails to import raises (that is a bug, not a config).

@@ -15,12 +15,12 @@ import numpy as np
 
 from geovis_ros.geometry.camera import Intrinsics
 from geovis_ros.inference.engine import Engine, EngineConfig, ModelSpec
+from geovis_ros.inference.registry import MODEL_INFO, build_model, get_spec
 from geovis_ros.inference.select import create_engine
 from geovis_ros.models.blocks import module_infer
 from geovis_ros.models.checkpoint import load_weights_into
 from geovis_ros.models.depth import DEPTH_MULTIPLE, network_size_for, run_depth
 from geovis_ros.models.flow import FLOW_MULTIPLE, run_flow
-from geovis_ros.models.registry import MODEL_INFO, build_model, get_spec
 from geovis_ros.pipeline.frame import DepthResult, FlowResult, Frame
 
 

@@ -89,8 +89,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _evaluate(args: argparse.Namespace) -> None:
     import time
 
+    from geovis_ros.inference.registry import MODEL_INFO, build_model
     from geovis_ros.models.checkpoint import load_weights_into
-    from geovis_ros.models.registry import MODEL_INFO, build_model
     from geovis_ros.training import validate
     from geovis_ros.training.datasets import load_cache
 

@@ -32,12 +32,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from geovis_ros.inference.registry import load_shipped
 from geovis_ros.models.blocks import IMAGE_MEAN, IMAGE_STD
 from geovis_ros.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, save_weights
 from geovis_ros.models.depth import CANONICAL_FX, DepthNet, canonical_depth_target
 from geovis_ros.models.flow import FlowRefineNet, forward_backward_consistency
 from geovis_ros.models.pose import PoseNet, twist_to_matrix
-from geovis_ros.models.registry import load_shipped
 from geovis_ros.training import losses
 from geovis_ros.training.datasets import (
     Batcher,

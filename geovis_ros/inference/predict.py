@@ -54,8 +54,8 @@ def default_intrinsics(width: int, height: int):  # noqa: ANN201
 
 def _engine_infer(name: str, width: int, height: int, backend: str, device: str):  # noqa: ANN202
     from geovis_ros.inference.engine import EngineConfig, InferenceError
+    from geovis_ros.inference.registry import get_spec
     from geovis_ros.inference.select import create_engine
-    from geovis_ros.models.registry import get_spec
 
     try:
         engine = create_engine(get_spec(name), height, width, EngineConfig(backend=backend, device=device))
@@ -67,8 +67,8 @@ def _engine_infer(name: str, width: int, height: int, backend: str, device: str)
 def _predict_depth(args: argparse.Namespace) -> None:
     from geovis_ros.data.calibration import load_calibration
     from geovis_ros.data.image_io import read_rgb, write_depth_png
+    from geovis_ros.inference.registry import MODEL_INFO
     from geovis_ros.models.depth import DEPTH_MULTIPLE, network_size_for, run_depth
-    from geovis_ros.models.registry import MODEL_INFO
 
     rgb = read_rgb(args.image)
     h, w = rgb.shape[:2]

@@ -440,10 +440,21 @@ class ActiveKeyframe:
                 cfg.bias_prior_std,
             )
         correction = np.exp(self.bias_field)
+        corrected = prior * correction
+        # The network's variance is relative to its own value (std proportional to depth), so its
+        # information is evaluated at the stereo evidence where there is some: with its own value,
+        # a prior predicted too far would claim more information than one predicted too near, and
+        # every fusion (and keyframe hand-over) would pull the fused depth, hence the scale, outward.
+        # Only with stereo fusion on: without it (the classical baseline) the "evidence" is merely depth
+        # handed over from earlier network priors, and the baseline keeps its former weighting.
         corrected_info = 1.0 / (prior_var * correction * correction)
+        if cfg.enabled:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                value_ratio = np.where(self.evidence_info > 0, self.evidence_mean / corrected, 1.0)
+            corrected_info = corrected_info / (value_ratio * value_ratio)
         info = corrected_info + self.evidence_info
         self.inverse_depth = (
-            (prior * correction * corrected_info + self.evidence_info * self.evidence_mean) / info
+            (corrected * corrected_info + self.evidence_info * self.evidence_mean) / info
         ).astype(np.float32)
         self.inverse_depth_var = (1.0 / info).astype(np.float32)
         self.reference.set_depth(self.inverse_depth, self.inverse_depth_var)

@@ -463,7 +463,15 @@ class DirectTracker:
     def _depth_sigma_term(
         self, pts: _LevelPoints, k: Intrinsics, pose: NDArray[np.float64]
     ) -> NDArray[np.float64]:
-        """(grad I . d pixel / d rho)^2 var(rho): intensity variance caused by depth uncertainty."""
+        """(grad I . d pixel / d rho)^2 var(rho): intensity variance caused by depth uncertainty.
+
+        The variance enters relative to each point's own inverse depth, evaluated at the level's
+        median inverse depth: ``var(rho) / rho^2 * median(rho)^2``. A network's claimed variance
+        grows with its own prediction (std proportional to depth), so weighting by the absolute
+        variance would favour points predicted too far and bias the translation, hence the scale
+        (estimates too long under forward motion); the relative variance carries the same "how
+        sure is this depth" information without correlating the weights with the depth errors.
+        """
         rotation, translation = pose[:3, :3], pose[:3, 3]
         bearing = pts.points * pts.inverse_depth[:, None]  # (x/z, y/z, 1)
         y = bearing @ rotation.T + pts.inverse_depth[:, None] * translation
@@ -471,7 +479,10 @@ class DirectTracker:
         du = k.fx * (translation[0] * z - y[:, 0] * translation[2]) / z**2
         dv = k.fy * (translation[1] * z - y[:, 1] * translation[2]) / z**2
         along = pts.gradient[:, 0] * du + pts.gradient[:, 1] * dv
-        return along**2 * pts.inverse_depth_var
+        if pts.inverse_depth.size == 0:
+            return np.zeros(0)
+        typical = float(np.median(pts.inverse_depth))
+        return along**2 * pts.inverse_depth_var * (typical / pts.inverse_depth) ** 2
 
     def _evaluate(
         self, pts: _LevelPoints, image: NDArray[np.float32], k: Intrinsics, pose: NDArray[np.float64],
@@ -598,7 +609,12 @@ class DirectTracker:
         total = max(pts.points.shape[0], 1)
         inliers = final.active & (np.abs(final.normalised) < cfg.inlier_threshold)
         inlier_ratio = float(np.count_nonzero(inliers)) / max(visible_count, 1)
-        residual = math.sqrt(float(np.mean(final.residual[inliers] ** 2))) if np.any(inliers) else math.inf
+        # RMS in grey levels of the part of the residual the image noise must explain: the normalised
+        # residual times the intensity-only sigma. Without the depth-uncertainty term this is the raw
+        # residual; with it, a point whose depth is uncertain may differ by more without failing the frame.
+        image_sigma = math.sqrt(1.0 + gain * gain) * cfg.intensity_noise
+        residual = (image_sigma * math.sqrt(float(np.mean(final.normalised[inliers] ** 2))) if np.any(inliers)
+                    else math.inf)
         weighted_sq = float(np.sum(final.weight * final.residual**2))
         unit_variance = weighted_sq / max(visible_count - 8, 1)
         try:

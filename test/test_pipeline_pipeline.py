@@ -26,9 +26,9 @@ TORCH = {"backend": "torch", "device": "cpu"}
 def test_config_from_parameters_maps_every_pipeline_parameter(tmp_path):
     values = {
         "backend": "onnxruntime", "device": "cpu", "precision": "fp16", "engine_cache_dir": str(tmp_path),
-        "model_depth": "/models/d.onnx", "model_flow": "/models/f.onnx", "input_width": 160, "input_height": 100,
-        "odometry_method": "features", "odom_frame": "world", "map_voxel_size": 0.1, "map_max_points": 5000,
-        "points_stride": 4,
+        "model_depth": "/models/d.onnx", "model_flow": "/models/f.onnx", "model_pose": "/models/p.onnx",
+        "input_width": 160, "input_height": 100, "odometry_method": "features", "motion_prior": "pose_network",
+        "odom_frame": "world", "map_voxel_size": 0.1, "map_max_points": 5000, "points_stride": 4,
     }
     assert set(values) == set(PIPELINE_PARAMETERS)
     config = pipeline_config_from_parameters(values, ("depth", "odometry"))
@@ -38,6 +38,8 @@ def test_config_from_parameters_maps_every_pipeline_parameter(tmp_path):
         "onnxruntime", "cpu", "fp16", Path(tmp_path))
     assert config.flow_network.engine == engine  # one runtime for every network
     assert config.depth_network.model_path == "/models/d.onnx" and config.flow_network.model_path == "/models/f.onnx"
+    assert config.pose_network.model_path == "/models/p.onnx" and config.pose_prior
+    assert not pipeline_config_from_parameters(values, ("depth",)).pose_prior  # no odometry, no pose prior
     assert config.depth_network.input_width == 160 and config.max_network_height == 100
     assert config.odometry_config.method == "features" and config.odom_frame == "world"
     assert config.mapping_config.map.map.voxel_size_m == 0.1 and config.mapping_config.map.map.max_points == 5000
@@ -50,11 +52,13 @@ def test_config_defaults_match_the_node_parameter_defaults():
     assert config.stages == STAGES
     assert config.depth_network.input_width == 320 and config.max_network_height == 240
     assert config.cloud.stride == 2 and config.odom_frame == "odom"
+    assert not config.pose_prior  # constant velocity unless asked
 
 
 @pytest.mark.parametrize(("values", "stages", "message"), [
     ({"backend": "cuda-magic"}, STAGES, "backend"),
     ({"odometry_method": "orb"}, STAGES, "method"),
+    ({"motion_prior": "gyro"}, STAGES, "motion_prior"),
     ({}, ("depth", "teleport"), "teleport"),
     ({}, ("odometry",), "needs the depth stage"),
     ({}, ("depth", "mapping"), "needs the odometry stage"),
@@ -175,3 +179,20 @@ def test_pipeline_config_validates_itself():
         PipelineConfig(max_network_height=-1)
     with pytest.raises(ValueError, match="odom_frame"):
         PipelineConfig(odom_frame="")
+    with pytest.raises(ValueError, match="pose prior"):
+        PipelineConfig(odometry=False, mapping=False, pose_prior=True)
+
+
+def test_pose_network_prior_feeds_the_odometry(sequence):
+    pipeline = Pipeline(pipeline_config_from_parameters({**TORCH, "motion_prior": "pose_network"},
+                                                        ("depth", "odometry")))
+    frames = [Frame(f.stamp_ns, f.rgb, f.intrinsics) for f in sequence[:6]]
+    results = [pipeline(frame) for frame in frames]
+    assert all("pose" in r.timings_ms for r in results)
+    assert results[0].odometry.state is TrackingState.INITIALIZING
+    assert all(np.isfinite(r.odometry.pose).all() for r in results)
+    assert pipeline.describe()["pose_backend"] == "torch"
+    prior = pipeline.pose_stage(frames[0])  # after frame 5: the motion 5 -> 0 is a valid (4, 4) rigid motion
+    np.testing.assert_allclose(prior[:3, :3] @ prior[:3, :3].T, np.eye(3), atol=1e-9)
+    pipeline.reset()
+    assert pipeline.pose_stage(frames[1]) is None  # the first frame of a new stream has no previous frame

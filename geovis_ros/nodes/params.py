@@ -47,6 +47,8 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("engine_cache_dir", "", "TensorRT engine cache; empty = ~/.cache/geovis_ros/engines"),
     ParamSpec("model_depth", "", "depth model (.safetensors or .onnx); empty = shipped default"),
     ParamSpec("model_flow", "", "flow model (.safetensors or .onnx); empty = shipped default"),
+    ParamSpec("model_pose", "", "pose model (.safetensors or .onnx) for motion_prior pose_network; empty = shipped "
+              "default"),
     ParamSpec("input_width", 320, "network input width, pixels (flow and user depth models; the shipped depth "
               "network runs at its training width)",
               min_value=32, max_value=4096),
@@ -64,6 +66,8 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("camera_frame", "", "camera frame id; empty = frame_id of the input image"),
     ParamSpec("odometry_method", "direct", "tracking: direct photometric or feature-based baseline",
               ("direct", "features")),
+    ParamSpec("motion_prior", "constant_velocity", "odometry's initial guess per frame: constant velocity or the "
+              "pose network", ("constant_velocity", "pose_network")),
     ParamSpec("map_rate", 1.0, "map publishing rate, Hz", min_value=0.01, max_value=30.0),
     ParamSpec("map_voxel_size", 0.05, "map voxel size, metres", min_value=0.005, max_value=5.0),
     ParamSpec("map_max_points", 500000, "hard bound on map points", min_value=1000, max_value=50_000_000),

@@ -57,7 +57,7 @@ FRUSTUM_LINE_WIDTH_M = 0.01
 # Parameters every stage node declares.
 COMMON_PARAMETERS = ["backend", "device", "precision", "engine_cache_dir", "input_width", "input_height",
                      "mode", "input_qos", "use_compressed", "camera_frame"]
-ODOMETRY_PARAMETERS = ["model_depth", "odometry_method", "odom_frame"]
+ODOMETRY_PARAMETERS = ["model_depth", "model_pose", "odometry_method", "motion_prior", "odom_frame"]
 
 
 def keyframe_markers(poses: dict[int, NDArray[np.float64]], intrinsics: Intrinsics, header: Header) -> MarkerArray:

@@ -1,4 +1,4 @@
-"""Depth and flow stages: the shipped (or user) networks behind the inference runtime.
+"""Depth, flow and pose stages: the shipped (or user) networks behind the inference runtime.
 
 Each stage owns one Engine per network input size, created on first use and kept, so a frame
 costs one resize, one ``infer`` and one resize back.
@@ -12,8 +12,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from numpy.typing import NDArray
 
 from geovis_ros.geometry.camera import Intrinsics
+from geovis_ros.geometry.se3 import invert
 from geovis_ros.inference.engine import Engine, EngineConfig, ModelSpec
 from geovis_ros.inference.registry import MODEL_INFO, build_model, get_spec
 from geovis_ros.inference.select import create_engine
@@ -21,6 +23,7 @@ from geovis_ros.models.blocks import module_infer
 from geovis_ros.models.checkpoint import load_weights_into
 from geovis_ros.models.depth import DEPTH_MULTIPLE, network_size_for, run_depth
 from geovis_ros.models.flow import FLOW_MULTIPLE, run_flow
+from geovis_ros.models.pose import POSE_MULTIPLE, run_pose
 from geovis_ros.pipeline.frame import DepthResult, FlowResult, Frame
 
 
@@ -147,4 +150,35 @@ class FlowStage(_EngineStage):
         return FlowResult(flow=flow.astype(np.float32, copy=False), previous_stamp_ns=previous[0])
 
 
-__all__ = ["DepthStage", "FlowStage", "NetworkConfig", "module_infer"]
+class PoseStage(_EngineStage):
+    """Frame -> the pose network's relative motion since the previous frame (odometry's initial guess).
+
+    The shipped network runs at its training size (``MODEL_INFO["pose"].default_size``, images
+    resized to it); a user model at ``input_width`` with the image's aspect ratio.
+    """
+
+    def __init__(self, config: NetworkConfig) -> None:
+        super().__init__("pose", config)
+        self._previous: NDArray[np.uint8] | None = None
+
+    def reset(self) -> None:
+        """Forget the previous frame."""
+        self._previous = None
+
+    def __call__(self, frame: Frame) -> NDArray[np.float64] | None:
+        """(4, 4) float64 T_previous_current (metres, camera optical frames); None for a stream's first frame.
+
+        None too when the image size changed (the motion across a resize is unknown).
+        """
+        previous, self._previous = self._previous, frame.image
+        if previous is None or previous.shape != frame.image.shape:
+            return None
+        if self.config.model_path:
+            size = network_size_for(frame.intrinsics, self.config.input_width, POSE_MULTIPLE)
+        else:
+            size = MODEL_INFO["pose"].default_size
+        # run_pose gives T_current_previous (maps previous-camera points into the current camera).
+        return invert(run_pose(self.engine(*size).infer, previous, frame.image, size))
+
+
+__all__ = ["DepthStage", "FlowStage", "NetworkConfig", "PoseStage", "module_infer"]

@@ -1,6 +1,7 @@
 """All stages in one process, ROS-free: ``Pipeline(config)(frame) -> PipelineResult``.
 
-Per frame: depth network -> flow network -> odometry (tracking + keyframe depth fusion) ->
+Per frame: depth network -> flow network -> (optionally) pose network -> odometry (tracking +
+keyframe depth fusion) ->
 per-frame point cloud (camera frame) -> global map (keyframe clouds in a bounded voxel map,
 loop closure on the keyframe pose graph). Every stage can be switched off; the networks share
 one :class:`~geovis_ros.inference.engine.EngineConfig` (one backend, device and engine cache).
@@ -26,15 +27,17 @@ from geovis_ros.pipeline.frame import Frame, PipelineResult, PointCloud
 from geovis_ros.pipeline.keyframes import Keyframe
 from geovis_ros.pipeline.loop_closure import BackendConfig, SlamBackend
 from geovis_ros.pipeline.mapping import CloudConfig, depth_to_cloud
-from geovis_ros.pipeline.networks import DepthStage, FlowStage, NetworkConfig
+from geovis_ros.pipeline.networks import DepthStage, FlowStage, NetworkConfig, PoseStage
 from geovis_ros.pipeline.odometry import KeyframeEvent, KeyframeEventKind, OdometryStage
 
 STAGES: tuple[str, ...] = ("depth", "flow", "odometry", "mapping")
 # Node parameters (geovis_ros.nodes.params) that pipeline_config_from_parameters reads.
 PIPELINE_PARAMETERS: tuple[str, ...] = (
-    "backend", "device", "precision", "engine_cache_dir", "model_depth", "model_flow", "input_width",
-    "input_height", "odometry_method", "odom_frame", "map_voxel_size", "map_max_points", "points_stride",
+    "backend", "device", "precision", "engine_cache_dir", "model_depth", "model_flow", "model_pose", "input_width",
+    "input_height", "odometry_method", "motion_prior", "odom_frame", "map_voxel_size", "map_max_points",
+    "points_stride",
 )
+MOTION_PRIORS: tuple[str, ...] = ("constant_velocity", "pose_network")
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,11 @@ class PipelineConfig:
 
     Attributes:
         depth, flow, odometry, mapping: stage switches. Odometry needs depth; mapping needs odometry.
-        depth_network, flow_network: backend, weights and input width of each network.
+        depth_network, flow_network, pose_network: backend, weights and input width of each network.
+        pose_prior: odometry's initial guess for each frame comes from the pose network (run on the
+            previous and the current frame) instead of the constant-velocity model. Off by default:
+            it costs one more inference per frame, and the direct tracker converges from either
+            guess on smooth motion (see the model card's PoseNet section).
         max_network_height: network inputs are at most this many pixels tall (the input width
             shrinks to keep the image's aspect ratio); 0 lets the width alone decide. Images
             smaller than the network input are not enlarged.
@@ -60,6 +67,8 @@ class PipelineConfig:
     mapping: bool = True
     depth_network: NetworkConfig = field(default_factory=NetworkConfig)
     flow_network: NetworkConfig = field(default_factory=NetworkConfig)
+    pose_network: NetworkConfig = field(default_factory=NetworkConfig)
+    pose_prior: bool = False
     max_network_height: int = 0
     odometry_config: OdometryConfig = field(default_factory=OdometryConfig)
     mapping_config: BackendConfig = field(default_factory=BackendConfig)
@@ -69,6 +78,8 @@ class PipelineConfig:
     def __post_init__(self) -> None:
         if self.odometry and not self.depth:
             raise ValueError("PipelineConfig: the odometry stage needs the depth stage (depth=True)")
+        if self.pose_prior and not self.odometry:
+            raise ValueError("PipelineConfig: the pose prior is for the odometry stage (odometry=True)")
         if self.mapping and not self.odometry:
             raise ValueError("PipelineConfig: the mapping stage needs the odometry stage (odometry=True)")
         if self.max_network_height < 0:
@@ -119,6 +130,9 @@ def pipeline_config_from_parameters(values: Mapping[str, Any], stages: tuple[str
     )
     width = int(values.get("input_width", NetworkConfig().input_width))
     defaults = PipelineConfig()
+    motion_prior = values.get("motion_prior", MOTION_PRIORS[0])
+    if motion_prior not in MOTION_PRIORS:
+        raise ValueError(f"motion_prior must be one of {', '.join(MOTION_PRIORS)}, got {motion_prior!r}")
     voxel_map = defaults.mapping_config.map.map
     voxel_size = float(values.get("map_voxel_size", voxel_map.voxel_size_m))
     voxel_map = replace(voxel_map, voxel_size_m=voxel_size,
@@ -131,6 +145,8 @@ def pipeline_config_from_parameters(values: Mapping[str, Any], stages: tuple[str
         mapping="mapping" in stages,
         depth_network=NetworkConfig(engine=engine, input_width=width, model_path=values.get("model_depth", "")),
         flow_network=NetworkConfig(engine=engine, input_width=width, model_path=values.get("model_flow", "")),
+        pose_network=NetworkConfig(engine=engine, input_width=width, model_path=values.get("model_pose", "")),
+        pose_prior="odometry" in stages and motion_prior == "pose_network",
         max_network_height=int(values.get("input_height", defaults.max_network_height)),
         odometry_config=OdometryConfig(method=values.get("odometry_method", defaults.odometry_config.method)),
         mapping_config=replace(defaults.mapping_config, map=keyframe_map),
@@ -149,6 +165,7 @@ class Pipeline:
         self.config = config
         self.depth_stage = DepthStage(config.depth_network) if config.depth else None
         self.flow_stage = FlowStage(config.flow_network) if config.flow else None
+        self.pose_stage = PoseStage(config.pose_network) if config.pose_prior else None
         self.odometry_stage = OdometryStage(config.odometry_config) if config.odometry else None
         self.backend = SlamBackend(config.mapping_config) if config.mapping else None
         self._finished_keyframes: list[Keyframe] = []
@@ -174,8 +191,12 @@ class Pipeline:
         if self.flow_stage is not None:
             result.flow = self.flow_stage(frame)
             clock = _lap(timings, "flow", clock)
+        pose_prior = None
+        if self.pose_stage is not None:
+            pose_prior = self.pose_stage(frame)
+            clock = _lap(timings, "pose", clock)
         if self.odometry_stage is not None and result.depth is not None:
-            result.odometry = self.odometry_stage(frame, result.depth, result.flow)
+            result.odometry = self.odometry_stage(frame, result.depth, result.flow, pose_prior)
             clock = _lap(timings, "odometry", clock)
         if result.depth is not None:
             result.points = depth_to_cloud(result.depth.depth, result.depth.std, frame.image, frame.intrinsics,
@@ -193,6 +214,8 @@ class Pipeline:
         """Forget the stream (new session, clock jump, image size change); engines are kept."""
         if self.flow_stage is not None:
             self.flow_stage.reset()
+        if self.pose_stage is not None:
+            self.pose_stage.reset()
         if self.odometry_stage is not None:
             self.odometry_stage.reset()
         if self.backend is not None:
@@ -215,7 +238,8 @@ class Pipeline:
             return
         self._image_size = size
         for stage, network in ((self.depth_stage, self.config.depth_network),
-                               (self.flow_stage, self.config.flow_network)):
+                               (self.flow_stage, self.config.flow_network),
+                               (self.pose_stage, self.config.pose_network)):
             if stage is not None:
                 width = network_input_width(*size, network.input_width, self.config.max_network_height)
                 stage.config = replace(network, input_width=width)
@@ -268,7 +292,7 @@ class Pipeline:
     def describe(self) -> dict[str, str]:
         """Key/values for diagnostics and reports: backends, last timings, tracking state, map size."""
         values: dict[str, str] = {"stages": ",".join(self.config.stages), "frames_processed": str(self.frames)}
-        for stage in (self.depth_stage, self.flow_stage):
+        for stage in (self.depth_stage, self.flow_stage, self.pose_stage):
             if stage is not None:
                 values.update(stage.describe())
         last = self._last_result

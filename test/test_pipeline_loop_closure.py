@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -99,6 +101,27 @@ def test_detector_verifies_revisits_with_accurate_relative_poses(keyframes) -> N
     assert [loop.inliers for loop in loops] == sorted((loop.inliers for loop in loops), reverse=True)
 
 
+def test_photometric_refinement_makes_loop_poses_more_accurate_than_pnp(keyframes) -> None:
+    # Exact depth: what is left of the PnP error is keypoint noise, which dense alignment averages away.
+    def loop_errors(config: LoopClosureConfig) -> list[tuple[float, float]]:
+        detector = LoopDetector(config)
+        for index, frame in enumerate(keyframes[:-8]):
+            detector.add_keyframe(index, frame.rgb, frame.depth, frame.intrinsics)
+        loops = detector.add_keyframe(99, keyframes[-1].rgb, keyframes[-1].depth, keyframes[-1].intrinsics)
+        assert loops
+        errors = []
+        for loop in sorted(loops, key=lambda loop: loop.match_id):
+            error = se3_log(invert(invert(keyframes[loop.match_id].pose) @ keyframes[-1].pose) @ loop.pose_match_query)
+            errors.append((float(np.linalg.norm(error[:3])), float(np.degrees(np.linalg.norm(error[3:])))))
+        return errors
+
+    refined = np.array(loop_errors(SMALL_IMAGE_LOOP))
+    pnp_only = np.array(loop_errors(replace(SMALL_IMAGE_LOOP, photometric=None)))
+    assert refined.shape == pnp_only.shape
+    assert np.all(refined[:, 0] < 0.0015) and np.all(refined[:, 1] < 0.05), refined
+    assert refined[:, 0].mean() < 0.5 * pnp_only[:, 0].mean(), (refined, pnp_only)
+
+
 def test_detector_ignores_recent_keyframes(keyframes) -> None:
     detector = LoopDetector(SMALL_IMAGE_LOOP)
     for index in range(5):  # the same view again and again: too recent to be a loop
@@ -169,10 +192,13 @@ def test_backend_rejects_bad_input(keyframes) -> None:
         backend.correct(np.eye(4), 42)
     with pytest.raises(LoopClosureConfigError, match="min_inliers"):
         LoopClosureConfig(min_inliers=2)
+    with pytest.raises(LoopClosureConfigError, match="depth_bias_std"):
+        LoopClosureConfig(depth_bias_std=-0.1)
 
 
 def test_odometry_information_converts_left_covariance_to_the_graph_convention() -> None:
-    backend = SlamBackend(BackendConfig(loop=None, odometry_sigma=(1e-6, 1e-6)))
+    backend = SlamBackend(BackendConfig(loop=None, odometry_sigma=(1e-6, 1e-6), odometry_drift=(0.0, 0.0),
+                                        odometry_rotation_drift=0.0))
     relative = se3_exp([0.3, -0.1, 0.2, 0.1, 0.4, -0.2])  # T_previous_keyframe
     covariance = np.diag([1e-4, 4e-4, 9e-4, 1e-5, 2e-5, 3e-5])  # left perturbation, previous frame
     information = backend.odometry_information(relative, covariance)
@@ -184,6 +210,24 @@ def test_odometry_information_converts_left_covariance_to_the_graph_convention()
     np.testing.assert_allclose(np.linalg.inv(information), expected, rtol=1e-4, atol=1e-10)
     drift_model = backend.odometry_information(relative, None)
     assert np.allclose(drift_model, np.diag(np.diag(drift_model))) and np.all(np.diag(drift_model) > 0)
+
+
+def test_odometry_information_adds_the_drift_model_to_the_tracking_covariance() -> None:
+    # Tracking covariances only hold image noise; the drift per metre and per radian is added on top.
+    config = BackendConfig(loop=None, odometry_sigma=(0.001, 0.002), odometry_drift=(0.02, 0.01),
+                           odometry_rotation_drift=0.05)
+    backend = SlamBackend(config)
+    relative = se3_exp([0.3, -0.1, 0.2, 0.1, 0.4, -0.2])
+    distance, angle = np.linalg.norm(relative[:3, 3]), rotation_angle(relative[:3, :3])
+    sigma_t, sigma_r = 0.001 + 0.02 * distance, 0.002 + 0.01 * distance + 0.05 * angle
+    drift = np.diag([sigma_t**2] * 3 + [sigma_r**2] * 3)
+    np.testing.assert_allclose(np.linalg.inv(backend.odometry_information(relative, None)), drift, rtol=1e-9)
+    covariance = np.diag([1e-4, 4e-4, 9e-4, 1e-5, 2e-5, 3e-5])
+    tracking_only = SlamBackend(BackendConfig(loop=None, odometry_sigma=(0.0, 0.0), odometry_drift=(0.0, 0.0),
+                                              odometry_rotation_drift=0.0))
+    expected = np.linalg.inv(tracking_only.odometry_information(relative, covariance)) + drift
+    np.testing.assert_allclose(np.linalg.inv(backend.odometry_information(relative, covariance)), expected,
+                               rtol=1e-6, atol=1e-12)
 
 
 def test_backend_repairs_slightly_non_orthonormal_poses_and_refuses_broken_ones(keyframes) -> None:

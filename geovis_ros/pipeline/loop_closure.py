@@ -8,7 +8,10 @@ candidates are verified by matching ORB descriptors (ratio test) and PnP-RANSAC 
 directions (each keyframe's pixels against the other's 3D points), which must agree. A verified
 loop gives the relative pose ``T_candidate_query`` (information-weighted mean of both
 directions), its inlier count and an information matrix from the inliers' reprojection
-Jacobians with pixel noise and each point's depth uncertainty (plus a small floor).
+Jacobians with pixel noise and each point's depth uncertainty (plus a floor). The PnP pose is
+then refined by dense direct photometric alignment in both directions (each keyframe's image and
+fused depth against the other's image, :class:`~geovis_ros.pipeline.tracking.DirectTracker`):
+thousands of pixels at sub-pixel precision instead of a few hundred ORB corners.
 
 :class:`SlamBackend` turns keyframes into a pose graph (odometry edges between consecutive
 keyframes, robust loop edges), optimises it when a loop is found, and keeps the bounded
@@ -25,6 +28,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from geovis_ros.geometry.camera import Intrinsics
 from geovis_ros.geometry.se3 import invert, make_pose, rotation_angle, se3_exp, se3_log
+from geovis_ros.pipeline.config import TrackingConfig
 from geovis_ros.pipeline.frame import PointCloud
 from geovis_ros.pipeline.mapping import CloudConfig, KeyframeMap, KeyframeMapConfig, depth_to_cloud
 from geovis_ros.pipeline.pose_graph import (
@@ -36,6 +40,7 @@ from geovis_ros.pipeline.pose_graph import (
     adjoint_batch,
     nearest_rigid,
 )
+from geovis_ros.pipeline.tracking import DirectTracker, ImagePyramid, TrackingReference
 
 
 class LoopClosureConfigError(ValueError):
@@ -70,8 +75,17 @@ class LoopClosureConfig:
             relative poses from PnP in the two directions may differ.
         pixel_sigma: keypoint noise, pixels (scales the information matrix).
         covariance_floor: (fraction of the median inlier depth, radians) standard deviations
-            added to the PnP covariance for model errors (calibration, rolling shutter) beyond
+            added to the loop covariance for model errors (calibration, rolling shutter) beyond
             the pixel and depth noise it accounts for.
+        depth_bias_std: relative standard deviation of the depth error common to a whole keyframe
+            (a scale error of the fused depth, which per-point noise does not average away); it
+            moves the loop's translation by that fraction of the distance between the two
+            cameras, and is added to the loop covariance as such (translation, every axis).
+        photometric: tracker settings of the photometric refinement of verified loops (each
+            keyframe's fused depth and image aligned to the other image, both directions, fused
+            by information like the PnP directions); None keeps the PnP pose. The refinement
+            needs each stored keyframe's grey image (uint8) and inverse depth (float16): about
+            3 bytes per pixel per keyframe in the database (230 kB at 320x240).
         default_depth_relative_std: relative depth standard deviation assumed where a keyframe
             gives none.
         max_database_size: keyframes kept for retrieval; when full, the keyframe most similar
@@ -97,6 +111,8 @@ class LoopClosureConfig:
     max_mutual_disagreement: tuple[float, float] = (0.015, 1.0)
     pixel_sigma: float = 1.0
     covariance_floor: tuple[float, float] = (0.002, 0.001)
+    depth_bias_std: float = 0.03
+    photometric: TrackingConfig | None = TrackingConfig(max_iterations=30, motion_prior_translation=0.0)
     default_depth_relative_std: float = 0.05
     max_database_size: int = 1000
 
@@ -120,6 +136,7 @@ class LoopClosureConfig:
             "max_mutual_disagreement": min(self.max_mutual_disagreement) > 0,
             "pixel_sigma": self.pixel_sigma > 0,
             "covariance_floor": min(self.covariance_floor) > 0,
+            "depth_bias_std": self.depth_bias_std >= 0,
             "default_depth_relative_std": self.default_depth_relative_std >= 0,
             "max_database_size": self.max_database_size > self.recent_keyframes_excluded,
         }
@@ -162,6 +179,14 @@ class _Entry:
     points: NDArray[np.float32]  # (N, 3) camera frame metres, NaN without depth
     depth_std: NDArray[np.float32]  # (N,) standard deviation of the points' depth, metres
     intrinsics: Intrinsics
+    dense: _DenseKeyframe | None  # for the photometric refinement (None when it is off)
+
+
+@dataclass(frozen=True)
+class _DenseKeyframe:
+    gray: NDArray[np.uint8]  # (H, W)
+    inverse_depth: NDArray[np.float16]  # (H, W) 1/metres, NaN where unknown
+    inverse_depth_relative_std: float  # median std(inverse depth) / inverse depth
 
 
 @dataclass(frozen=True)
@@ -171,6 +196,36 @@ class _PnpSolution:
     inliers: int
     inlier_ratio: float
     scene_depth: float  # median inlier depth in the query camera, metres
+
+
+def _information_weighted_mean(
+    pose_a: NDArray[np.float64], information_a: NDArray[np.float64],
+    pose_b: NDArray[np.float64], information_b: NDArray[np.float64],
+) -> tuple[NDArray[np.float64], NDArray[np.float64]] | None:
+    """Fuse two estimates (4, 4) of one pose with informations (6, 6) of right perturbations.
+
+    Returns ``(pose, information)`` (one Gauss-Newton step from ``pose_a``), None when the summed
+    information is singular.
+    """
+    information = 0.5 * (information_a + information_a.T + information_b + information_b.T)
+    try:
+        step = np.linalg.solve(information, information_b @ se3_log(invert(pose_a) @ pose_b))
+    except np.linalg.LinAlgError:
+        return None
+    return pose_a @ se3_exp(step), information
+
+
+def _pyramid(dense: _DenseKeyframe, intrinsics: Intrinsics, config: TrackingConfig) -> ImagePyramid:
+    """The tracker's image pyramid of a stored keyframe."""
+    return ImagePyramid.build(np.repeat(dense.gray[:, :, None], 3, axis=2), intrinsics, config)
+
+
+def _tracking_reference(dense: _DenseKeyframe, intrinsics: Intrinsics, config: TrackingConfig) -> TrackingReference:
+    """A stored keyframe as the direct tracker's reference (pixels and fused inverse depth)."""
+    reference = TrackingReference(_pyramid(dense, intrinsics, config), config, np.random.default_rng(0))
+    inverse_depth = dense.inverse_depth.astype(np.float32)
+    reference.set_depth(inverse_depth, (dense.inverse_depth_relative_std * inverse_depth) ** 2)
+    return reference
 
 
 def global_descriptor(rgb: NDArray[np.uint8], size: tuple[int, int] = (32, 24)) -> NDArray[np.float32]:
@@ -333,7 +388,17 @@ class LoopDetector:
             row = np.clip(np.rint(uv[:, 1]).astype(np.intp), 0, intrinsics.height - 1)
             std = depth_std[row, col].astype(np.float32)
         std = np.where(np.isfinite(std) & (std >= 0), std, self.config.default_depth_relative_std * z)
-        return _Entry(keyframe_id, self._serial, uv, descriptors, points, std.astype(np.float32), intrinsics)
+        dense = None
+        if self.config.photometric is not None:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                inverse_depth = np.where(depth > 0, 1.0 / depth, np.nan)
+                relative = np.asarray(depth_std, np.float64) / depth if depth_std is not None else np.array([np.nan])
+            relative = relative[np.isfinite(relative) & (relative >= 0)]
+            dense = _DenseKeyframe(
+                grey, inverse_depth.astype(np.float16),
+                float(np.median(relative)) if relative.size else self.config.default_depth_relative_std,
+            )
+        return _Entry(keyframe_id, self._serial, uv, descriptors, points, std.astype(np.float32), intrinsics, dense)
 
     def _query(self, entry: _Entry, thumbnail: NDArray[np.float32]) -> list[LoopClosure]:
         serials = np.fromiter((e.serial for e in self._entries), dtype=np.int64, count=len(self._entries))
@@ -358,7 +423,7 @@ class LoopDetector:
 
         Both directions must pass the inlier thresholds and agree on the relative pose (a wrong or
         degenerate solution rarely repeats with the roles swapped); the loop pose is their
-        information-weighted mean.
+        information-weighted mean, refined photometrically when the config asks for it.
         """
         cfg = self.config
         forward = self._solve_pnp(query, match)
@@ -366,27 +431,73 @@ class LoopDetector:
         if forward is None or backward is None:
             return None
         pose_match_query_forward = invert(forward.pose_query_match)
-        disagreement = se3_log(forward.pose_query_match @ backward.pose_query_match)
-        if (np.linalg.norm(disagreement[:3]) > cfg.max_mutual_disagreement[0] * forward.scene_depth
-                or np.degrees(np.linalg.norm(disagreement[3:])) > cfg.max_mutual_disagreement[1]):
+        # The backward solution's camera is the match: its pose_query_match is T_match_query.
+        if not self._agree(pose_match_query_forward, backward.pose_query_match, forward.scene_depth):
             return None
         # The loop edge's error twist lives in the query frame; the backward solution's is a
         # perturbation d' of the match camera, which is d = -Ad(T_match_query)^-1 d' there.
         adjoint = adjoint_batch(pose_match_query_forward[None])[0]
-        information_backward = adjoint.T @ backward.information @ adjoint
-        information = forward.information + information_backward
-        floor_t, floor_r = cfg.covariance_floor[0] * forward.scene_depth, cfg.covariance_floor[1]
-        try:
-            step = np.linalg.solve(information, information_backward @ disagreement)
-            covariance = np.linalg.inv(information) + np.diag([floor_t**2] * 3 + [floor_r**2] * 3)
-            information = np.linalg.inv(covariance)
-        except np.linalg.LinAlgError:
-            return None  # degenerate geometry (e.g. all inliers on a line)
-        return LoopClosure(
-            query.keyframe_id, match.keyframe_id, pose_match_query_forward @ se3_exp(step),
-            0.5 * (information + information.T), min(forward.inliers, backward.inliers),
-            min(forward.inlier_ratio, backward.inlier_ratio), similarity,
+        fused = _information_weighted_mean(
+            pose_match_query_forward, forward.information,
+            backward.pose_query_match, adjoint.T @ backward.information @ adjoint,
         )
+        if fused is None:
+            return None  # degenerate geometry (e.g. all inliers on a line)
+        refined = self._refine_photometric(query, match, fused[0], forward.scene_depth)
+        pose, information = refined if refined is not None else fused
+        baseline = float(np.linalg.norm(pose[:3, 3]))
+        floor_t = np.hypot(cfg.covariance_floor[0] * forward.scene_depth, cfg.depth_bias_std * baseline)
+        floor = np.diag([floor_t**2] * 3 + [cfg.covariance_floor[1] ** 2] * 3)
+        try:
+            information = np.linalg.inv(np.linalg.inv(information) + floor)
+        except np.linalg.LinAlgError:
+            return None
+        return LoopClosure(
+            query.keyframe_id, match.keyframe_id, pose, 0.5 * (information + information.T),
+            min(forward.inliers, backward.inliers), min(forward.inlier_ratio, backward.inlier_ratio), similarity,
+        )
+
+    def _agree(self, pose_a: NDArray[np.float64], pose_b: NDArray[np.float64], scene_depth: float) -> bool:
+        """True when two estimates (4, 4) of one relative pose differ by at most ``max_mutual_disagreement``."""
+        difference = se3_log(invert(pose_a) @ pose_b)
+        limit_t, limit_deg = self.config.max_mutual_disagreement
+        return bool(np.linalg.norm(difference[:3]) <= limit_t * scene_depth
+                    and np.degrees(np.linalg.norm(difference[3:])) <= limit_deg)
+
+    def _refine_photometric(
+        self, query: _Entry, match: _Entry, pose_match_query: NDArray[np.float64], scene_depth: float,
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]] | None:
+        """Direct alignment of the two keyframes in both directions, started at the PnP pose.
+
+        Returns ``(T_match_query (4, 4), information (6, 6))`` in the loop's convention (right
+        perturbation, query frame), or None when the refinement is off, a direction fails, or
+        the directions disagree with each other or with the PnP pose (``max_mutual_disagreement``).
+        """
+        tracking = self.config.photometric
+        if tracking is None or query.dense is None or match.dense is None:
+            return None
+        tracker = DirectTracker(tracking)
+        # Forward: the match keyframe's points into the query image; covariance of a left
+        # perturbation of T_match_query in the match frame, i.e. Ad(T_match_query^-1) d on the right.
+        forward = tracker.track(_tracking_reference(match.dense, match.intrinsics, tracking),
+                                _pyramid(query.dense, query.intrinsics, tracking), invert(pose_match_query))
+        # Backward: the query's points into the match image; a left perturbation d of
+        # T_query_match in the query frame is the right perturbation -d of T_match_query.
+        backward = tracker.track(_tracking_reference(query.dense, query.intrinsics, tracking),
+                                 _pyramid(match.dense, match.intrinsics, tracking), pose_match_query)
+        if not (forward.success and backward.success):
+            return None
+        pose_forward, pose_backward = invert(forward.pose_current_keyframe), backward.pose_current_keyframe
+        if not (self._agree(pose_forward, pose_backward, scene_depth)
+                and self._agree(pose_match_query, pose_forward, scene_depth)):
+            return None
+        adjoint = adjoint_batch(forward.pose_current_keyframe[None])[0]
+        try:
+            information_forward = np.linalg.inv(adjoint @ forward.covariance @ adjoint.T)
+            information_backward = np.linalg.inv(backward.covariance)
+        except np.linalg.LinAlgError:
+            return None
+        return _information_weighted_mean(pose_forward, information_forward, pose_backward, information_backward)
 
     def _solve_pnp(self, query: _Entry, match: _Entry) -> _PnpSolution | None:
         """``T_query_match`` from ORB ratio-test matches and PnP-RANSAC on the match's 3D points.
@@ -472,7 +583,13 @@ class BackendConfig:
         odometry_sigma: (metres, radians) standard deviations added to every odometry edge
             (a floor, so that a near-zero tracking covariance cannot make an edge rigid).
         odometry_drift: (metres per metre, radians per metre) odometry-edge standard deviation
-            growth with the distance between keyframes when no covariance is given.
+            growth with the distance between keyframes, added to every odometry edge (alone
+            when tracking gives no covariance). Tracking covariances only account for image
+            noise; the drift that loop closure corrects comes mostly from correlated errors
+            (keyframe depth, scale) and is several times larger, so without this term the graph
+            trusts the odometry chain too much and closes only part of a loop.
+        odometry_rotation_drift: (radians per radian) odometry-edge rotation standard deviation
+            growth with the rotation between keyframes, added like ``odometry_drift``.
         loop_gate_chi2: consistency gate on verified loops: a loop whose relative pose differs
             from the current estimate of the odometry chain between its two keyframes by a
             Mahalanobis distance squared above this (6 degrees of freedom; 22.46 is the 99.9 %
@@ -493,6 +610,7 @@ class BackendConfig:
     loop_kernel: RobustKernel = RobustKernel("huber", 3.0)
     odometry_sigma: tuple[float, float] = (0.002, 0.002)
     odometry_drift: tuple[float, float] = (0.02, 0.01)
+    odometry_rotation_drift: float = 0.05
     loop_gate_chi2: float | None = 22.46
     loop_gate_drift: tuple[float, float] = (0.05, 0.05)
 
@@ -554,31 +672,36 @@ class SlamBackend:
     ) -> NDArray[np.float64]:
         """Information (6, 6) of the odometry edge ``previous -> keyframe`` for the pose graph.
 
+        The covariance is the tracking covariance (when given) plus the config's drift model:
+        per axis ``odometry_sigma + odometry_drift x distance`` (translation) and
+        ``odometry_sigma + odometry_drift x distance + odometry_rotation_drift x angle`` (rotation).
+
         Args:
             pose_previous_keyframe: (4, 4) ``T_previous_keyframe``.
             covariance: (6, 6) covariance of that relative pose as tracking reports it (twist
                 (v, w) of a left perturbation in the previous keyframe's frame,
                 :attr:`geovis_ros.pipeline.keyframes.Keyframe.relative_covariance`), or None for
-                the config's drift model (``odometry_sigma`` + ``odometry_drift`` x distance).
+                the drift model alone.
 
         Returns:
             The inverse covariance in the graph's convention (right perturbation, keyframe frame).
 
         """
+        cfg = self.config
+        distance = float(np.linalg.norm(pose_previous_keyframe[:3, 3]))
+        angle = rotation_angle(pose_previous_keyframe[:3, :3])
+        sigma_t = cfg.odometry_sigma[0] + cfg.odometry_drift[0] * distance
+        sigma_r = cfg.odometry_sigma[1] + cfg.odometry_drift[1] * distance + cfg.odometry_rotation_drift * angle
+        drift = np.diag([sigma_t**2] * 3 + [sigma_r**2] * 3)
         if covariance is None:
-            distance = float(np.linalg.norm(pose_previous_keyframe[:3, 3]))
-            angle = rotation_angle(pose_previous_keyframe[:3, :3])
-            sigma_t = self.config.odometry_sigma[0] + self.config.odometry_drift[0] * distance
-            sigma_r = self.config.odometry_sigma[1] + self.config.odometry_drift[1] * distance + 0.05 * angle
-            return np.diag([sigma_t**-2] * 3 + [sigma_r**-2] * 3)
+            return np.linalg.inv(drift)
         covariance = np.asarray(covariance, dtype=np.float64)
         if covariance.shape != (6, 6) or not np.all(np.isfinite(covariance)):
             raise ValueError(f"relative covariance must be a finite 6x6 matrix, got shape {covariance.shape}")
         # A left perturbation exp(d) T equals the right perturbation T exp(Ad(T^-1) d).
         adjoint = adjoint_batch(invert(pose_previous_keyframe)[None])[0]
         right = adjoint @ (0.5 * (covariance + covariance.T)) @ adjoint.T
-        floor = np.diag([self.config.odometry_sigma[0] ** 2] * 3 + [self.config.odometry_sigma[1] ** 2] * 3)
-        information = np.linalg.inv(right + floor)
+        information = np.linalg.inv(right + drift)
         return 0.5 * (information + information.T)
 
     def add_keyframe(

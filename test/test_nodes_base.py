@@ -187,3 +187,50 @@ def test_bag_mode_holds_images_that_arrive_before_camera_info(harness):
     send_info()
     assert spin_until(lambda: len(received) == 2)
     assert [m.header.stamp.nanosec for m in received] == [1, 2]
+
+
+SLOW_NODE_SCRIPT = """
+import os, signal, sys, threading, time
+import numpy as np
+from std_msgs.msg import Header
+from geovis_ros.geometry.camera import Intrinsics
+from geovis_ros.nodes import base
+from geovis_ros.pipeline.frame import Frame
+
+base.WORKER_JOIN_TIMEOUT_S = 0.2
+
+
+class SlowNode(base.PerceptionNode):
+    def process(self, frame, header):
+        print("processing", flush=True)
+        time.sleep(30.0)  # a frame that outlives the shutdown join
+
+
+def factory():
+    node = SlowNode("slow_node")
+    frame = Frame(1, np.zeros((4, 4, 3), np.uint8), Intrinsics(2.0, 2.0, 1.5, 1.5, 4, 4))
+    node.queue.put((frame, Header(), time.monotonic()))
+    threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()
+    return node
+
+
+base.run_node(factory)
+print("not reached: run_node must leave the process", flush=True)
+sys.exit(3)
+"""
+
+
+def test_shutdown_with_a_frame_outliving_the_join_exits_cleanly(tmp_path):
+    """SIGTERM while the worker is stuck in a long frame: exit status 0 within seconds, a warning, no traceback."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "slow_node.py"
+    script.write_text(SLOW_NODE_SCRIPT)
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=25)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert time.monotonic() - started < 20.0
+    assert "processing" in output and "still processing a frame" in output, output
+    assert "Traceback" not in output and "not reached" not in output, output

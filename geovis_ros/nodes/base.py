@@ -8,6 +8,8 @@ every frame in order.
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 from collections import deque
@@ -43,6 +45,8 @@ AWAITING_INFO_LIMIT = 30
 NO_INPUT_WARNING_S = 5.0
 # The same problem is logged at most once per this many seconds.
 ERROR_THROTTLE_S = 5.0
+# At shutdown the worker gets this long to finish the frame in hand.
+WORKER_JOIN_TIMEOUT_S = 10.0
 
 
 class ThrottledLog:
@@ -244,10 +248,18 @@ class PerceptionNode(Node):
         array.header.stamp = self.get_clock().now().to_msg()
         self._diagnostics.publish(array)
 
+    @property
+    def worker_busy(self) -> bool:
+        """True while the worker thread runs; after :meth:`destroy_node`, a frame outlived the join timeout."""
+        return self._worker.is_alive()
+
     def destroy_node(self) -> None:
-        """Stop the worker (finishing the frame in hand), then destroy the node."""
+        """Stop the worker (finishing the frame in hand, up to WORKER_JOIN_TIMEOUT_S), then destroy the node."""
         self.queue.close()
-        self._worker.join(timeout=10.0)
+        self._worker.join(timeout=WORKER_JOIN_TIMEOUT_S)
+        if self._worker.is_alive():
+            self.get_logger().warning(
+                f"the worker is still processing a frame after {WORKER_JOIN_TIMEOUT_S:.0f} s; exiting without it")
         super().destroy_node()
 
 
@@ -274,6 +286,14 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> None
         # A timer or subscription callback was publishing when SIGINT/SIGTERM shut the context
         # down under it ("publisher's context is invalid"): that is a clean stop, not a failure.
     finally:
+        worker_busy = False
         if node is not None:
             node.destroy_node()
+            worker_busy = isinstance(node, PerceptionNode) and node.worker_busy
         rclpy.try_shutdown()
+        if worker_busy:
+            # The worker is inside a network call (native code): finalising the interpreter under a
+            # running native thread aborts the process (SIGABRT). Leave now; nothing is left to save.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)

@@ -137,6 +137,18 @@ def test_detector_database_is_bounded(keyframes) -> None:
         assert len(detector) <= 6
 
 
+def test_dense_keyframes_for_the_refinement_are_stored_at_most_dense_max_width_wide(keyframes) -> None:
+    frame = keyframes[0]  # 128x96
+    detector = LoopDetector(replace(SMALL_IMAGE_LOOP, dense_max_width=50))
+    detector.add_keyframe(0, frame.rgb, frame.depth, frame.intrinsics)
+    dense = detector._entries[0].dense
+    assert dense.gray.shape == dense.inverse_depth.shape == (24, 32)  # 1/4: the first power of 2 within 50 px
+    assert (dense.intrinsics.width, dense.intrinsics.height) == (32, 24)
+    assert dense.intrinsics.fx == pytest.approx(frame.intrinsics.fx / 4)
+    with pytest.raises(ValueError, match="dense_max_width"):
+        LoopClosureConfig(dense_max_width=0)
+
+
 def test_backend_loop_closure_shrinks_end_point_drift_five_fold(keyframes) -> None:
     # Drift of about 1 % of the path: 0.7 mm and 0.27 degrees per ~3 cm keyframe step.
     bias = se3_exp([0.0006, 0.0003, 0.0, 0.0, 0.0045, 0.001])

@@ -84,8 +84,12 @@ class LoopClosureConfig:
         photometric: tracker settings of the photometric refinement of verified loops (each
             keyframe's fused depth and image aligned to the other image, both directions, fused
             by information like the PnP directions); None keeps the PnP pose. The refinement
-            needs each stored keyframe's grey image (uint8) and inverse depth (float16): about
-            3 bytes per pixel per keyframe in the database (230 kB at 320x240).
+            needs each stored keyframe's grey image (uint8) and inverse depth (float16): 3 bytes
+            per pixel per keyframe in the database, at most ``dense_max_width`` pixels wide
+            (230 kB at 320x240; 230 MB for a full database of 1000 keyframes).
+        dense_max_width: images wider than this are stored for the refinement at 1/2, 1/4, ...
+            of their size (area-averaged image, nearest inverse depth, intrinsics rescaled), so
+            a high-resolution camera does not multiply the database's memory.
         default_depth_relative_std: relative depth standard deviation assumed where a keyframe
             gives none.
         max_database_size: keyframes kept for retrieval; when full, the keyframe most similar
@@ -113,6 +117,7 @@ class LoopClosureConfig:
     covariance_floor: tuple[float, float] = (0.002, 0.001)
     depth_bias_std: float = 0.03
     photometric: TrackingConfig | None = TrackingConfig(max_iterations=30, motion_prior_translation=0.0)
+    dense_max_width: int = 320
     default_depth_relative_std: float = 0.05
     max_database_size: int = 1000
 
@@ -137,6 +142,7 @@ class LoopClosureConfig:
             "pixel_sigma": self.pixel_sigma > 0,
             "covariance_floor": min(self.covariance_floor) > 0,
             "depth_bias_std": self.depth_bias_std >= 0,
+            "dense_max_width": self.dense_max_width >= 16,
             "default_depth_relative_std": self.default_depth_relative_std >= 0,
             "max_database_size": self.max_database_size > self.recent_keyframes_excluded,
         }
@@ -184,9 +190,10 @@ class _Entry:
 
 @dataclass(frozen=True)
 class _DenseKeyframe:
-    gray: NDArray[np.uint8]  # (H, W)
-    inverse_depth: NDArray[np.float16]  # (H, W) 1/metres, NaN where unknown
+    gray: NDArray[np.uint8]  # (h, w), at most LoopClosureConfig.dense_max_width wide
+    inverse_depth: NDArray[np.float16]  # (h, w) 1/metres, NaN where unknown
     inverse_depth_relative_std: float  # median std(inverse depth) / inverse depth
+    intrinsics: Intrinsics  # of the stored (h, w) images
 
 
 @dataclass(frozen=True)
@@ -215,14 +222,14 @@ def _information_weighted_mean(
     return pose_a @ se3_exp(step), information
 
 
-def _pyramid(dense: _DenseKeyframe, intrinsics: Intrinsics, config: TrackingConfig) -> ImagePyramid:
+def _pyramid(dense: _DenseKeyframe, config: TrackingConfig) -> ImagePyramid:
     """The tracker's image pyramid of a stored keyframe."""
-    return ImagePyramid.build(np.repeat(dense.gray[:, :, None], 3, axis=2), intrinsics, config)
+    return ImagePyramid.build(np.repeat(dense.gray[:, :, None], 3, axis=2), dense.intrinsics, config)
 
 
-def _tracking_reference(dense: _DenseKeyframe, intrinsics: Intrinsics, config: TrackingConfig) -> TrackingReference:
+def _tracking_reference(dense: _DenseKeyframe, config: TrackingConfig) -> TrackingReference:
     """A stored keyframe as the direct tracker's reference (pixels and fused inverse depth)."""
-    reference = TrackingReference(_pyramid(dense, intrinsics, config), config, np.random.default_rng(0))
+    reference = TrackingReference(_pyramid(dense, config), config, np.random.default_rng(0))
     inverse_depth = dense.inverse_depth.astype(np.float32)
     reference.set_depth(inverse_depth, (dense.inverse_depth_relative_std * inverse_depth) ** 2)
     return reference
@@ -394,9 +401,20 @@ class LoopDetector:
                 inverse_depth = np.where(depth > 0, 1.0 / depth, np.nan)
                 relative = np.asarray(depth_std, np.float64) / depth if depth_std is not None else np.array([np.nan])
             relative = relative[np.isfinite(relative) & (relative >= 0)]
+            factor = 1
+            while intrinsics.width // factor > self.config.dense_max_width:
+                factor *= 2
+            stored = intrinsics.resized(intrinsics.width // factor, intrinsics.height // factor)
+            stored_grey: NDArray[np.uint8] = np.asarray(grey, dtype=np.uint8)
+            if factor > 1:
+                stored_grey = np.asarray(cv2.resize(stored_grey, (stored.width, stored.height),
+                                                    interpolation=cv2.INTER_AREA), dtype=np.uint8)
+                inverse_depth = cv2.resize(inverse_depth.astype(np.float32), (stored.width, stored.height),
+                                           interpolation=cv2.INTER_NEAREST)
             dense = _DenseKeyframe(
-                grey, inverse_depth.astype(np.float16),
+                stored_grey, inverse_depth.astype(np.float16),
                 float(np.median(relative)) if relative.size else self.config.default_depth_relative_std,
+                stored,
             )
         return _Entry(keyframe_id, self._serial, uv, descriptors, points, std.astype(np.float32), intrinsics, dense)
 
@@ -479,12 +497,12 @@ class LoopDetector:
         tracker = DirectTracker(tracking)
         # Forward: the match keyframe's points into the query image; covariance of a left
         # perturbation of T_match_query in the match frame, i.e. Ad(T_match_query^-1) d on the right.
-        forward = tracker.track(_tracking_reference(match.dense, match.intrinsics, tracking),
-                                _pyramid(query.dense, query.intrinsics, tracking), invert(pose_match_query))
+        forward = tracker.track(_tracking_reference(match.dense, tracking), _pyramid(query.dense, tracking),
+                                invert(pose_match_query))
         # Backward: the query's points into the match image; a left perturbation d of
         # T_query_match in the query frame is the right perturbation -d of T_match_query.
-        backward = tracker.track(_tracking_reference(query.dense, query.intrinsics, tracking),
-                                 _pyramid(match.dense, match.intrinsics, tracking), pose_match_query)
+        backward = tracker.track(_tracking_reference(query.dense, tracking), _pyramid(match.dense, tracking),
+                                 pose_match_query)
         if not (forward.success and backward.success):
             return None
         pose_forward, pose_backward = invert(forward.pose_current_keyframe), backward.pose_current_keyframe
@@ -493,8 +511,8 @@ class LoopDetector:
             return None
         adjoint = adjoint_batch(forward.pose_current_keyframe[None])[0]
         try:
-            information_forward = np.linalg.inv(adjoint @ forward.covariance @ adjoint.T)
-            information_backward = np.linalg.inv(backward.covariance)
+            information_forward = np.linalg.inv(adjoint @ forward.covariance @ adjoint.T).astype(np.float64)
+            information_backward = np.linalg.inv(backward.covariance).astype(np.float64)
         except np.linalg.LinAlgError:
             return None
         return _information_weighted_mean(pose_forward, information_forward, pose_backward, information_backward)

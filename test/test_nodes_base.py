@@ -234,3 +234,22 @@ def test_shutdown_with_a_frame_outliving_the_join_exits_cleanly(tmp_path):
     assert time.monotonic() - started < 20.0
     assert "processing" in output and "still processing a frame" in output, output
     assert "Traceback" not in output and "not reached" not in output, output
+
+
+def test_a_failing_callback_with_a_frame_outliving_the_join_still_fails_the_exit_status(tmp_path):
+    """A callback error while ROS is up is a failure even when the worker is stuck: traceback and status 1."""
+    import subprocess
+    import sys
+
+    failing = SLOW_NODE_SCRIPT.replace(
+        "threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()",
+        "node.create_timer(1.0, lambda: 1 / 0)",
+    )
+    assert failing != SLOW_NODE_SCRIPT
+    script = tmp_path / "failing_node.py"
+    script.write_text(failing)
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=25)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "still processing a frame" in output and "ZeroDivisionError" in output, output
+    assert "not reached" not in output, output

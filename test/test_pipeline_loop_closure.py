@@ -149,6 +149,21 @@ def test_dense_keyframes_for_the_refinement_are_stored_at_most_dense_max_width_w
         LoopClosureConfig(dense_max_width=0)
 
 
+def test_dense_inverse_depth_is_sampled_at_the_stored_pixel_centres(keyframes) -> None:
+    # A depth ramp along u: each stored pixel must hold the depth at its own centre, where the
+    # stored intrinsics and the area-averaged image put it (source u = 4 j + 1.5 at 1/4 size).
+    frame = keyframes[0]  # 128x96
+    columns = np.arange(frame.intrinsics.width, dtype=np.float32)
+    depth = np.broadcast_to(1.0 + 0.01 * columns, frame.depth.shape).astype(np.float32)
+    detector = LoopDetector(replace(SMALL_IMAGE_LOOP, dense_max_width=50))
+    detector.add_keyframe(0, frame.rgb, depth, frame.intrinsics)
+    dense = detector._entries[0].dense
+    stored_depth = 1.0 / dense.inverse_depth.astype(np.float64)
+    centre_u = (np.arange(dense.intrinsics.width) + 0.5) * 4 - 0.5
+    np.testing.assert_allclose(stored_depth, np.broadcast_to(1.0 + 0.01 * centre_u, stored_depth.shape),
+                               atol=0.01 * 0.5 + 2e-3)
+
+
 def test_backend_loop_closure_shrinks_end_point_drift_five_fold(keyframes) -> None:
     # Drift of about 1 % of the path: 0.7 mm and 0.27 degrees per ~3 cm keyframe step.
     bias = se3_exp([0.0006, 0.0003, 0.0, 0.0, 0.0045, 0.001])
@@ -206,6 +221,8 @@ def test_backend_rejects_bad_input(keyframes) -> None:
         LoopClosureConfig(min_inliers=2)
     with pytest.raises(LoopClosureConfigError, match="depth_bias_std"):
         LoopClosureConfig(depth_bias_std=-0.1)
+    with pytest.raises(LoopClosureConfigError, match="odometry_rotation_drift"):
+        BackendConfig(loop=None, odometry_rotation_drift=-0.05)
 
 
 def test_odometry_information_converts_left_covariance_to_the_graph_convention() -> None:

@@ -12,6 +12,7 @@ import os
 import sys
 import threading
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -259,7 +260,7 @@ class PerceptionNode(Node):
         self._worker.join(timeout=WORKER_JOIN_TIMEOUT_S)
         if self._worker.is_alive():
             self.get_logger().warning(
-                f"the worker is still processing a frame after {WORKER_JOIN_TIMEOUT_S:.0f} s; exiting without it")
+                f"the worker is still processing a frame after {WORKER_JOIN_TIMEOUT_S:g} s; exiting without it")
         super().destroy_node()
 
 
@@ -271,6 +272,7 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> None
     """
     rclpy.init(args=args)
     node = None
+    failure: Exception | None = None
     try:
         try:
             node = factory()
@@ -280,8 +282,9 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> None
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except Exception:
+    except Exception as err:
         if rclpy.ok():
+            failure = err
             raise
         # A timer or subscription callback was publishing when SIGINT/SIGTERM shut the context
         # down under it ("publisher's context is invalid"): that is a clean stop, not a failure.
@@ -294,6 +297,9 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> None
         if worker_busy:
             # The worker is inside a network call (native code): finalising the interpreter under a
             # running native thread aborts the process (SIGABRT). Leave now; nothing is left to save.
+            # An error on its way out (spin failed while ROS was up) still prints and fails the exit status.
+            if failure is not None:
+                traceback.print_exception(failure)
             sys.stdout.flush()
             sys.stderr.flush()
-            os._exit(0)
+            os._exit(0 if failure is None else 1)

@@ -409,8 +409,10 @@ class LoopDetector:
             if factor > 1:
                 stored_grey = np.asarray(cv2.resize(stored_grey, (stored.width, stored.height),
                                                     interpolation=cv2.INTER_AREA), dtype=np.uint8)
+                # NEAREST_EXACT samples at pixel centres like INTER_AREA and Intrinsics.resized (plain
+                # NEAREST takes each block's top-left pixel: depth shifted by (factor - 1) / 2 px).
                 inverse_depth = cv2.resize(inverse_depth.astype(np.float32), (stored.width, stored.height),
-                                           interpolation=cv2.INTER_NEAREST)
+                                           interpolation=cv2.INTER_NEAREST_EXACT)
             dense = _DenseKeyframe(
                 stored_grey, inverse_depth.astype(np.float16),
                 float(np.median(relative)) if relative.size else self.config.default_depth_relative_std,
@@ -637,6 +639,10 @@ class BackendConfig:
             raise LoopClosureConfigError(f"BackendConfig.loop_gate_chi2 must be > 0 or None, got {self.loop_gate_chi2}")
         if min(self.loop_gate_drift) < 0:
             raise LoopClosureConfigError(f"BackendConfig.loop_gate_drift must be >= 0, got {self.loop_gate_drift}")
+        if min(self.odometry_drift) < 0 or self.odometry_rotation_drift < 0:
+            raise LoopClosureConfigError(
+                f"BackendConfig.odometry_drift and odometry_rotation_drift must be >= 0, got {self.odometry_drift} "
+                f"and {self.odometry_rotation_drift}")
 
 
 @dataclass(frozen=True)

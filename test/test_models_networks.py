@@ -82,6 +82,7 @@ def test_pose_net_shape_and_dtype():
         lambda: dis_flow(np.zeros((H, W, 3), np.uint8), np.zeros((H, W, 3), np.uint8), seed_downscale=0),
         lambda: dis_flow(np.zeros((H, W, 3), np.uint8), np.zeros((H, W, 3), np.uint8), preset="slow"),
         lambda: dis_flow(np.zeros((H, W, 3), np.uint8), np.zeros((H, 32, 3), np.uint8)),
+        lambda: dis_flow(np.zeros((10, 10, 3), np.uint8), np.zeros((10, 10, 3), np.uint8)),  # too small for DIS
     ],
 )
 def test_bad_inputs_raise_clear_error(call):

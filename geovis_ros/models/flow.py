@@ -176,7 +176,10 @@ def dis_flow(
         seed = cv2.resize(small_flow, (w, h), interpolation=cv2.INTER_LINEAR)
         seed *= np.array([w / small_w, h / small_h], np.float32)
     fine = cv2.DISOpticalFlow_create(DIS_PRESETS[preset])  # type: ignore[attr-defined]
-    return fine.calc(gray1, gray2, seed).astype(np.float32)
+    try:
+        return fine.calc(gray1, gray2, seed).astype(np.float32)
+    except cv2.error as err:  # OpenCV refuses images too small for its patches (e.g. 10x10)
+        raise ModelInputError(f"DIS optical flow cannot run on {w}x{h} images: {err.err}") from None
 
 
 def initial_flow(rgb1: NDArray[np.uint8], rgb2: NDArray[np.uint8], preset: str = "medium") -> NDArray[np.float32]:

@@ -17,8 +17,11 @@ from geovis_ros.eval.odometry_bench import (
     trajectory_scores,
 )
 from geovis_ros.eval.simulated_depth import network_like_depth
+from geovis_ros.geometry.camera import Intrinsics
 from geovis_ros.geometry.se3 import make_pose, so3_exp
 from geovis_ros.pipeline.config import classical_baseline_config, odometry_config_for
+from geovis_ros.pipeline.frame import Frame
+from geovis_ros.pipeline.odometry_cli import make_pose_estimator
 
 
 def circle(n: int = 40, radius: float = 2.0) -> np.ndarray:
@@ -193,3 +196,26 @@ def test_network_like_depth_without_error_is_exact() -> None:
 def test_network_like_depth_rejects_bad_input(depth, kwargs, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         network_like_depth(depth, np.random.default_rng(0), **kwargs)
+
+
+def test_pose_network_prior_runs_both_methods(tmp_path, capsys) -> None:
+    out = tmp_path / "bench.json"
+    assert main(["vo-bench", "--quick", "--sequence", "room/handheld", "--memory-frames", "0",
+                 "--motion-prior", "pose_network", "--json", str(out)]) == 0
+    assert "motion prior pose_network" in capsys.readouterr().out
+    report = json.loads(out.read_text())
+    for method in ("direct", "features"):
+        assert math.isfinite(report["sequences"][0][method]["ate_m"])
+
+
+def test_make_pose_estimator() -> None:
+    assert make_pose_estimator("constant_velocity") is None
+    with pytest.raises(ValueError, match="motion prior"):
+        make_pose_estimator("gyro")
+    estimator = make_pose_estimator("pose_network", backend="torch", device="cpu")
+    intrinsics = Intrinsics(60.0, 60.0, 31.5, 23.5, 64, 48)
+    rng = np.random.default_rng(0)
+    frames = [Frame(i, rng.integers(0, 255, (48, 64, 3), dtype=np.uint8), intrinsics) for i in range(2)]
+    assert estimator(frames[0]) is None
+    prior = estimator(frames[1])
+    assert prior.shape == (4, 4) and np.isfinite(prior).all()

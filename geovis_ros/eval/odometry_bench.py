@@ -3,7 +3,8 @@
 Stable form::
 
     geovis vo-bench [--frames 300] [--size 320x240] [--sequence room/handheld --sequence street/driving
-        --sequence room/loop] [--depth simulated|gt|network] [--json OUT] [--memory-frames 5000] [--quick]
+        --sequence room/loop] [--depth simulated|gt|network] [--motion-prior constant_velocity|pose_network]
+        [--json OUT] [--memory-frames 5000] [--quick]
 
 Every sequence (``scene/trajectory`` of the synthetic world, renderer seed ``--seed``, default 0:
 held out from training) is rendered once; each frame gets a depth input (``--depth``):
@@ -13,6 +14,10 @@ held out from training) is rendered once; each frame gets a depth input (``--dep
   noise, per-image scale error), so the figures do not hinge on how well a network is trained;
 - ``gt``: the exact depth with a 1 % standard deviation (odometry without depth error);
 - ``network``: the shipped depth network (or ``--model-depth``) through the inference runtime.
+
+With ``--motion-prior pose_network`` the shipped pose network's motion between consecutive
+frames (computed once per sequence) is both methods' per-frame initial guess instead of
+constant velocity.
 
 Then both methods run on the same inputs: ``direct`` (photometric tracking on CNN-SLAM fused
 keyframe depth, the default :class:`~geovis_ros.pipeline.config.OdometryConfig`) and ``features``
@@ -74,13 +79,19 @@ from geovis_ros.eval.metrics_depth import DepthMetricsAccumulator
 from geovis_ros.eval.metrics_traj import TrajectoryEvalError, evaluate_trajectory
 from geovis_ros.eval.simulated_depth import network_like_depth
 from geovis_ros.geometry.se3 import invert
-from geovis_ros.pipeline.config import OdometryConfig, classical_baseline_config
+from geovis_ros.pipeline.config import MOTION_PRIORS, OdometryConfig, classical_baseline_config
 from geovis_ros.pipeline.frame import DepthResult, Frame, TrackingState
 from geovis_ros.pipeline.keyframes import Keyframe
 from geovis_ros.pipeline.loop_closure import BackendConfig
 from geovis_ros.pipeline.mapping import MapBenchmark, benchmark_mapping
 from geovis_ros.pipeline.odometry import run_odometry
-from geovis_ros.pipeline.odometry_cli import DepthEstimator, make_depth_estimator, run_odometry_over
+from geovis_ros.pipeline.odometry_cli import (
+    DepthEstimator,
+    PoseEstimator,
+    make_depth_estimator,
+    make_pose_estimator,
+    run_odometry_over,
+)
 from geovis_ros.pipeline.run_report import format_number, json_ready
 
 DEFAULT_SEQUENCES = ("room/handheld", "street/driving", "room/loop")
@@ -221,7 +232,7 @@ def keyframe_depth_scores(
 
 def evaluate_method(
     items: Sequence[SequenceFrame], depths: Sequence[DepthResult], config: OdometryConfig,
-    backend_config: BackendConfig | None = None,
+    backend_config: BackendConfig | None = None, pose_priors: Sequence[NDArray[np.float64] | None] | None = None,
 ) -> Scores:
     """Run one method over a sequence (the two passes of the module docstring) and score it.
 
@@ -230,6 +241,8 @@ def evaluate_method(
         depths: the depth input of every frame (same order).
         config: the odometry settings (method, fusion, ...).
         backend_config: loop closure / pose graph / map settings of the back end (None: defaults).
+        pose_priors: the odometry's motion guess of every frame (T_previous_current or None),
+            e.g. from the pose network; None for constant velocity.
 
     Returns:
         :func:`trajectory_scores` of the raw odometry, ``ate_final_m`` and ``end_drift_final_m``
@@ -243,16 +256,18 @@ def evaluate_method(
 
     """
     depth_of = {item.stamp_ns: depth for item, depth in zip(items, depths, strict=True)}
+    prior_of = {} if pose_priors is None else dict(zip((i.stamp_ns for i in items), pose_priors, strict=True))
     keyframes: list[Keyframe] = []
     run, _ = run_odometry_over(items, lambda frame, item: depth_of[item.stamp_ns], config, backend_config,
-                               on_keyframe=lambda keyframe, name: keyframes.append(keyframe))
+                               on_keyframe=lambda keyframe, name: keyframes.append(keyframe),
+                               pose_estimator=(lambda frame: prior_of[frame.stamp_ns]) if prior_of else None)
     if run.gt_poses is None:
         raise ValueError("the frames carry no ground-truth poses; cannot score the trajectory")
     raw = np.stack([result.pose for result in run.odometry])
     scores = trajectory_scores(run.gt_poses, raw)
     corrected = trajectory_scores(run.gt_poses, run.poses)
     timed = run_odometry(config, ((Frame(item.stamp_ns, item.rgb, item.intrinsics), depth, None)
-                                  for item, depth in zip(items, depths, strict=True))).summary()
+                                  for item, depth in zip(items, depths, strict=True)), pose_priors).summary()
     return {
         **scores,
         "ate_final_m": corrected["ate_m"],
@@ -270,9 +285,9 @@ def evaluate_method(
 
 def benchmark_sequence(
     sequence: str, frames: int, width: int, height: int, depth_estimator: DepthEstimator, seed: int = 0,
-    log: Callable[[str], None] = lambda message: None,
+    log: Callable[[str], None] = lambda message: None, pose_estimator: PoseEstimator | None = None,
 ) -> Scores:
-    """Render ``sequence``, compute its depth inputs once, and evaluate every method on them.
+    """Render ``sequence``, compute its depth inputs (and pose-network priors) once, and evaluate every method.
 
     Returns:
         ``{"sequence", "is_loop", "path_m", "ate_ratio", "direct": scores, "features": scores}``
@@ -282,10 +297,14 @@ def benchmark_sequence(
     log(f"{sequence}: rendering {frames} frames at {width}x{height}")
     items = list(render_sequence(sequence_config(sequence, frames, width, height, seed), with_flow=False))
     depths = [depth_estimator(Frame(item.stamp_ns, item.rgb, item.intrinsics), item) for item in items]
+    priors = None
+    if pose_estimator is not None:
+        priors = [pose_estimator(Frame(item.stamp_ns, item.rgb, item.intrinsics)) for item in items]
+        priors[0] = None  # the estimator's previous frame belonged to another sequence
     result: Scores = {"sequence": sequence, "is_loop": sequence.endswith("/" + LOOP_TRAJECTORY)}
     for name, config in method_configs().items():
         log(f"{sequence}: {name}")
-        result[name] = evaluate_method(items, depths, config)
+        result[name] = evaluate_method(items, depths, config, pose_priors=priors)
     result["path_m"] = result["direct"]["path_m"]
     direct_ate = result["direct"]["ate_m"]
     result["ate_ratio"] = result["features"]["ate_m"] / direct_ate if direct_ate > 0 else math.inf
@@ -452,6 +471,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-depth", default="", metavar="FILE",
                         help="with --depth network: depth weights (.safetensors / .onnx) instead of the shipped ones")
     parser.add_argument("--seed", type=int, default=0, help="renderer and simulated-depth seed (default 0, held out)")
+    parser.add_argument("--motion-prior", choices=MOTION_PRIORS, default="constant_velocity",
+                        help="odometry's per-frame initial guess, for both methods (default: constant_velocity)")
     parser.add_argument("--memory-frames", type=int, metavar="N",
                         help=f"frames of the map-memory benchmark, 0 to skip (default {FULL.memory_frames})")
     parser.add_argument("--json", type=Path, metavar="OUT", help="write all figures to this JSON file")
@@ -499,6 +520,10 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as err:
             raise CommandError(f"--sequence {sequence}: {err}") from None
     estimator = _depth_estimator(args)
+    try:
+        pose_estimator = make_pose_estimator(args.motion_prior)
+    except (ValueError, FileNotFoundError, ImportError, RuntimeError) as err:
+        raise CommandError(f"cannot start the pose network: {err}") from None
     memory = None
     if memory_frames:  # first: RSS freed by the sequences would stay resident and could absorb growth
         _log(f"map memory benchmark, {memory_frames} frames")
@@ -506,12 +531,14 @@ def run(args: argparse.Namespace) -> int:
     results = []
     for sequence in sequences:
         try:
-            results.append(benchmark_sequence(sequence, frames, width, height, estimator, args.seed, _log))
+            results.append(benchmark_sequence(sequence, frames, width, height, estimator, args.seed, _log,
+                                              pose_estimator))
         except TrajectoryEvalError as err:
             raise CommandError(f"{sequence}: cannot score the trajectory: {err}") from None
     targets = target_rows(results, memory)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
-    print(f"vo-bench: {frames} frames {width}x{height}, depth input {args.depth}, seed {args.seed}; "
+    print(f"vo-bench: {frames} frames {width}x{height}, depth input {args.depth}, motion prior {args.motion_prior}, "
+          f"seed {args.seed}; "
           f"stage timed without networks ({os.cpu_count()} cores, load average {load:.1f})")
     print(format_table(results))
     if memory is not None:

@@ -15,6 +15,8 @@ from typing import Literal
 
 OdometryMethod = Literal["direct", "features"]
 ODOMETRY_METHODS: tuple[str, ...] = ("direct", "features")
+# The odometry's per-frame initial guess: constant velocity, or the pose network on the previous and current frame.
+MOTION_PRIORS: tuple[str, ...] = ("constant_velocity", "pose_network")
 BASELINE_SCALE_WINDOW_FRAMES = 60
 """Metric scale window of the classical baseline (:func:`classical_baseline_config`)."""
 

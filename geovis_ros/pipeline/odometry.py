@@ -487,12 +487,15 @@ class OdometryBenchmark:
 
 
 def run_odometry(
-    config: OdometryConfig, inputs: Iterable[tuple[Frame, DepthResult, FlowResult | None]]
+    config: OdometryConfig, inputs: Iterable[tuple[Frame, DepthResult, FlowResult | None]],
+    pose_priors: Iterable[NDArray[np.float64] | None] | None = None,
 ) -> OdometryBenchmark:
     """Run a fresh :class:`OdometryStage` over ``(frame, depth, flow)`` triples, timing every call.
 
-    The timing covers the stage only (tracking, fusion, keyframes, scale), not the producers of
-    the inputs; use it as the benchmark of the <= 20 ms/frame target.
+    ``pose_priors``: one (4, 4) T_previous_current guess (or None) per input, e.g. from the pose
+    network; None for constant velocity throughout. The timing covers the stage only (tracking,
+    fusion, keyframes, scale), not the producers of the inputs; use it as the benchmark of the
+    <= 20 ms/frame target.
     """
     created: list[KeyframeEvent] = []
     stage = OdometryStage(config, on_keyframe=lambda e: created.append(e) if e.kind is KeyframeEventKind.CREATED
@@ -501,9 +504,11 @@ def run_odometry(
     stamps: list[int] = []
     timings: list[float] = []
     cpu_timings: list[float] = []
+    priors = iter(pose_priors) if pose_priors is not None else None
     for frame, depth, flow in inputs:
+        prior = next(priors) if priors is not None else None
         start, cpu_start = time.perf_counter(), time.process_time()
-        results.append(stage(frame, depth, flow))
+        results.append(stage(frame, depth, flow, prior))
         timings.append((time.perf_counter() - start) * 1e3)
         cpu_timings.append((time.process_time() - cpu_start) * 1e3)
         stamps.append(frame.stamp_ns)

@@ -45,7 +45,7 @@ from geovis_ros.data.trajectory_io import TrajectoryFormatError, read_trajectory
 from geovis_ros.eval.metrics_traj import AssociateBy, TrajectoryEvalError, evaluate_trajectory
 from geovis_ros.geometry.camera import CameraModelError
 from geovis_ros.geometry.se3 import invert
-from geovis_ros.pipeline.config import OdometryConfig, odometry_config_for
+from geovis_ros.pipeline.config import MOTION_PRIORS, OdometryConfig, odometry_config_for
 from geovis_ros.pipeline.frame import DepthResult, Frame, OdometryResult, TrackingState
 from geovis_ros.pipeline.keyframes import Keyframe
 from geovis_ros.pipeline.loop_closure import BackendConfig, SlamBackend
@@ -54,6 +54,8 @@ from geovis_ros.pipeline.ply import write_ply
 
 DepthSource = Literal["network", "gt"]
 DepthEstimator = Callable[[Frame, SequenceFrame], DepthResult]
+# (frame) -> (4, 4) T_previous_current motion guess for the odometry, None for constant velocity.
+PoseEstimator = Callable[[Frame], "NDArray[np.float64] | None"]
 DEPTH_SOURCES: tuple[str, ...] = ("network", "gt")
 GT_DEPTH_RELATIVE_STD = 0.01
 """Standard deviation (fraction of depth) attached to ground-truth depth: trusted but not exact."""
@@ -108,6 +110,28 @@ def make_depth_estimator(
     return network
 
 
+def make_pose_estimator(
+    motion_prior: str, backend: str = "auto", device: str = "auto", model_path: str = ""
+) -> PoseEstimator | None:
+    """The odometry's per-frame motion guess: None for ``constant_velocity``, the pose network otherwise.
+
+    ``pose_network`` runs :class:`geovis_ros.pipeline.networks.PoseStage` (shipped weights or
+    ``model_path``) on the previous and the current frame.
+
+    Raises:
+        ValueError: unknown ``motion_prior`` or runtime option.
+
+    """
+    if motion_prior not in MOTION_PRIORS:
+        raise ValueError(f"motion prior must be one of {MOTION_PRIORS}, got {motion_prior!r}")
+    if motion_prior == "constant_velocity":
+        return None
+    from geovis_ros.inference.engine import EngineConfig
+    from geovis_ros.pipeline.networks import NetworkConfig, PoseStage
+
+    return PoseStage(NetworkConfig(EngineConfig(backend=backend, device=device), model_path=model_path))
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``geovis odometry``."""
     parser.add_argument("input", type=Path, help="TUM / KITTI / 7-Scenes folder, bag, image folder or video")
@@ -134,6 +158,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="inference device: auto, cpu, cuda, cuda:N (default: auto)")
     parser.add_argument("--input-width", type=int, default=320, help="depth network input width (default: 320)")
     parser.add_argument("--model-depth", default="", metavar="FILE", help="depth weights (.safetensors / .onnx)")
+    parser.add_argument("--motion-prior", choices=MOTION_PRIORS, default="constant_velocity",
+                        help="odometry's per-frame initial guess (default: constant_velocity)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -170,6 +196,7 @@ def run_odometry_over(
     backend_config: BackendConfig | None = None,
     on_keyframe: Callable[[Keyframe, str], None] | None = None,
     progress: Callable[[], object] | None = None,
+    pose_estimator: PoseEstimator | None = None,
 ) -> tuple[OdometryRun, SlamBackend]:
     """Run depth -> odometry -> back end over ``frames``; returns the run and the back end (map, poses).
 
@@ -183,6 +210,8 @@ def run_odometry_over(
         on_keyframe: called as ``(keyframe, frame_name)`` for every keyframe handed to the back end
             (finished keyframes as they finish, the active one at the end).
         progress: called once per processed frame.
+        pose_estimator: the odometry's per-frame motion guess (:func:`make_pose_estimator`); None
+            for constant velocity. Its time counts as ``depth`` (network) time.
 
     """
     backend = SlamBackend(backend_config or BackendConfig())
@@ -213,8 +242,9 @@ def run_odometry_over(
         names[item.stamp_ns] = item.name
         start = time.perf_counter()
         depth = depth_estimator(frame, item)
+        pose_prior = pose_estimator(frame) if pose_estimator is not None else None
         middle = time.perf_counter()
-        results.append(stage(frame, depth))
+        results.append(stage(frame, depth, pose_prior=pose_prior))
         end = time.perf_counter()
         for keyframe in finished:
             hand_over(keyframe)
@@ -332,6 +362,10 @@ def run(args: argparse.Namespace) -> int:
                                                args.model_depth)
     except (ValueError, FileNotFoundError, ImportError, RuntimeError) as err:
         raise CommandError(f"cannot start the depth network: {err}") from None
+    try:
+        pose_estimator = make_pose_estimator(args.motion_prior, args.backend, args.device)
+    except (ValueError, FileNotFoundError, ImportError, RuntimeError) as err:
+        raise CommandError(f"cannot start the pose network: {err}") from None
     keyframe_stamps: dict[int, int] = {}
 
     def on_keyframe(keyframe: Keyframe, name: str) -> None:
@@ -348,7 +382,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             result, backend = run_odometry_over(_frames(source, args.max_frames, args.input), depth_estimator,
                                                 odometry_config_for(args.method), backend_config, on_keyframe,
-                                                bar.update)
+                                                bar.update, pose_estimator)
         except MissingDepthError as err:
             raise CommandError(f"--depth-source gt: {err}; {args.input} has no depth") from None
     if not result.odometry:

@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 from geovis_ros.geometry.camera import transform_points
 from geovis_ros.geometry.se3 import invert
 from geovis_ros.inference.engine import EngineConfig, default_engine_cache_dir
-from geovis_ros.pipeline.config import OdometryConfig
+from geovis_ros.pipeline.config import MOTION_PRIORS, OdometryConfig
 from geovis_ros.pipeline.frame import Frame, PipelineResult, PointCloud
 from geovis_ros.pipeline.keyframes import Keyframe
 from geovis_ros.pipeline.loop_closure import BackendConfig, SlamBackend
@@ -37,7 +37,6 @@ PIPELINE_PARAMETERS: tuple[str, ...] = (
     "input_height", "odometry_method", "motion_prior", "odom_frame", "map_voxel_size", "map_max_points",
     "points_stride",
 )
-MOTION_PRIORS: tuple[str, ...] = ("constant_velocity", "pose_network")
 
 
 @dataclass(frozen=True)

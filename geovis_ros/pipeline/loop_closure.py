@@ -227,9 +227,9 @@ def _pyramid(dense: _DenseKeyframe, config: TrackingConfig) -> ImagePyramid:
     return ImagePyramid.build(np.repeat(dense.gray[:, :, None], 3, axis=2), dense.intrinsics, config)
 
 
-def _tracking_reference(dense: _DenseKeyframe, config: TrackingConfig) -> TrackingReference:
-    """A stored keyframe as the direct tracker's reference (pixels and fused inverse depth)."""
-    reference = TrackingReference(_pyramid(dense, config), config, np.random.default_rng(0))
+def _tracking_reference(dense: _DenseKeyframe, pyramid: ImagePyramid, config: TrackingConfig) -> TrackingReference:
+    """A stored keyframe (and its ``pyramid``) as the direct tracker's reference (pixels and fused inverse depth)."""
+    reference = TrackingReference(pyramid, config, np.random.default_rng(0))
     inverse_depth = dense.inverse_depth.astype(np.float32)
     reference.set_depth(inverse_depth, (dense.inverse_depth_relative_std * inverse_depth) ** 2)
     return reference
@@ -497,13 +497,14 @@ class LoopDetector:
         if tracking is None or query.dense is None or match.dense is None:
             return None
         tracker = DirectTracker(tracking)
+        query_pyramid, match_pyramid = _pyramid(query.dense, tracking), _pyramid(match.dense, tracking)
         # Forward: the match keyframe's points into the query image; covariance of a left
         # perturbation of T_match_query in the match frame, i.e. Ad(T_match_query^-1) d on the right.
-        forward = tracker.track(_tracking_reference(match.dense, tracking), _pyramid(query.dense, tracking),
+        forward = tracker.track(_tracking_reference(match.dense, match_pyramid, tracking), query_pyramid,
                                 invert(pose_match_query))
         # Backward: the query's points into the match image; a left perturbation d of
         # T_query_match in the query frame is the right perturbation -d of T_match_query.
-        backward = tracker.track(_tracking_reference(query.dense, tracking), _pyramid(match.dense, tracking),
+        backward = tracker.track(_tracking_reference(query.dense, query_pyramid, tracking), match_pyramid,
                                  pose_match_query)
         if not (forward.success and backward.success):
             return None

@@ -11,24 +11,22 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from geovis_ros.errors import CommandError
+
 # command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "dataset": ("geovis_ros.data.commands", "render synthetic sequences with exact ground truth"),
+    "dataset": ("geovis_ros.synthetic.commands", "render synthetic sequences with exact ground truth"),
     "eval": ("geovis_ros.eval.commands", "score trajectories, depth and flow against ground truth"),
     "bench": ("geovis_ros.inference.bench", "latency and throughput of every model and backend"),
     "build-engines": ("geovis_ros.inference.build_engines", "prebuild and cache TensorRT engines"),
     "train": ("geovis_ros.training.commands", "train or fine-tune the depth, flow and pose networks"),
-    "predict": ("geovis_ros.inference.predict", "run a network on image files (depth, flow)"),
-    "odometry": ("geovis_ros.pipeline.odometry_cli", "monocular visual odometry over a recording"),
-    "vo-bench": ("geovis_ros.eval.odometry_bench",
+    "predict": ("geovis_ros.apps.predict", "run a network on image files (depth, flow)"),
+    "odometry": ("geovis_ros.apps.odometry", "monocular visual odometry over a recording"),
+    "vo-bench": ("geovis_ros.apps.vo_bench",
                  "odometry, fusion, loop-closure and map-memory benchmarks on synthetic sequences"),
-    "process-bag": ("geovis_ros.pipeline.process_bag", "run the whole pipeline over a recorded bag, without ROS"),
-    "demo": ("geovis_ros.demo", "synthetic sequence through pipeline_node over DDS; writes out/demo"),
+    "process-bag": ("geovis_ros.apps.process_bag", "run the whole pipeline over a recorded bag, without ROS"),
+    "demo": ("geovis_ros.apps.demo", "synthetic sequence through pipeline_node over DDS; writes out/demo"),
 }
-
-
-class CommandError(Exception):
-    """A user-facing failure: printed as ``geovis: error: <message>``, exit status 2."""
 
 
 def _top_parser() -> argparse.ArgumentParser:

@@ -9,7 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from geovis_ros.data.synth import (
+from geovis_ros.geometry.camera import Intrinsics, backproject, rigid_flow
+from geovis_ros.geometry.se3 import invert, so3_exp
+from geovis_ros.synthetic.scenes import (
     SCENES,
     SYNTH_START_NS,
     SynthConfig,
@@ -18,8 +20,8 @@ from geovis_ros.data.synth import (
     build_scene,
     render_sequence,
 )
-from geovis_ros.data.textures import TextureBank
-from geovis_ros.data.world import (
+from geovis_ros.synthetic.textures import TextureBank
+from geovis_ros.synthetic.world import (
     Lighting,
     Material,
     RenderError,
@@ -30,8 +32,6 @@ from geovis_ros.data.world import (
     scene_flow,
     shape_pose,
 )
-from geovis_ros.geometry.camera import Intrinsics, backproject, rigid_flow
-from geovis_ros.geometry.se3 import invert, so3_exp
 
 CLOSED_SCENES = ("room", "corridor", "tabletop")
 

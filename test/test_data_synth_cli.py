@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from geovis_ros.cli import main
-from geovis_ros.data.synth import SynthConfig, render_sequence
 from geovis_ros.data.tum import TumSequence
+from geovis_ros.synthetic.scenes import SynthConfig, render_sequence
 
 SMALL = ["--frames", "3", "--size", "32x24"]
 

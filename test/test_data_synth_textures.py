@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from geovis_ros.data.textures import (
+from geovis_ros.synthetic.textures import (
     PROCEDURAL_KINDS,
     TextureBank,
     TextureError,

@@ -7,8 +7,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from geovis_ros.data.synth import SCENES, SynthConfig, build_scene
-from geovis_ros.data.trajectories import (
+from geovis_ros.geometry.se3 import rotation_angle
+from geovis_ros.synthetic.scenes import SCENES, SynthConfig, build_scene
+from geovis_ros.synthetic.trajectories import (
     TRAJECTORY_KINDS,
     CameraSpace,
     TrajectoryError,
@@ -16,7 +17,6 @@ from geovis_ros.data.trajectories import (
     camera_trajectory,
     sweep_length,
 )
-from geovis_ros.geometry.se3 import rotation_angle
 
 ROOM = CameraSpace(low=(-2.0, -1.5, 0.3), high=(2.0, 1.5, 2.5), eye_height=1.5, drive_height=0.4,
                    walk_speed=0.8, drive_speed=0.7, drone_speed=1.0)

@@ -14,7 +14,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from geovis_ros.demo import (
+from geovis_ros.apps.demo import (
     add_arguments,
     local_ros_environment,
     pipeline_node_command,
@@ -22,9 +22,9 @@ from geovis_ros.demo import (
     start_node,
     stop_node,
 )
+from geovis_ros.apps.ply import read_ply
 from geovis_ros.models.checkpoint import WEIGHTS_DIR
 from geovis_ros.nodes.sequence_player import run_player
-from geovis_ros.pipeline.ply import read_ply
 
 FRAMES, WIDTH, HEIGHT = 24, 160, 120
 PARAMETERS = {"mode": "bag", "use_sim_time": True, "input_qos": "reliable", "backend": "torch",

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from geovis_ros.eval.colorize import COLOR_WHEEL, DEPTH_LUT, depth_to_color, flow_to_color
 from geovis_ros.eval.metrics_flow import FlowMetricsAccumulator, flow_metrics
+from geovis_ros.visualization import COLOR_WHEEL, DEPTH_LUT, depth_to_color, flow_to_color
 
 GT = np.array([[[0.0, 0.0], [10.0, 0.0]], [[0.0, 4.0], [100.0, 0.0]]])
 # End-point errors 1, 4, 4, 4; outliers need EPE > 3 px AND > 5 % of |gt|: pixels 2 and 3 only

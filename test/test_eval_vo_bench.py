@@ -8,20 +8,20 @@ import math
 import numpy as np
 import pytest
 
-from geovis_ros.cli import main
-from geovis_ros.eval.odometry_bench import (
+from geovis_ros.apps.odometry import make_pose_estimator
+from geovis_ros.apps.vo_bench import (
     end_point_drift,
     format_targets,
     method_configs,
     target_rows,
     trajectory_scores,
 )
+from geovis_ros.cli import main
 from geovis_ros.eval.simulated_depth import network_like_depth
+from geovis_ros.frame import Frame
 from geovis_ros.geometry.camera import Intrinsics
 from geovis_ros.geometry.se3 import make_pose, so3_exp
-from geovis_ros.pipeline.config import classical_baseline_config, odometry_config_for
-from geovis_ros.pipeline.frame import Frame
-from geovis_ros.pipeline.odometry_cli import make_pose_estimator
+from geovis_ros.slam.frontend.config import classical_baseline_config, odometry_config_for
 
 
 def circle(n: int = 40, radius: float = 2.0) -> np.ndarray:

@@ -10,6 +10,7 @@ import pytest
 import torch
 from test_inference_nets import tiny_depth_spec, tiny_flow_spec
 
+from geovis_ros.inference.devices import cuda_unavailable_reason, physical_cpu_cores
 from geovis_ros.inference.engine import (
     BackendUnavailableError,
     Engine,
@@ -23,9 +24,7 @@ from geovis_ros.inference.select import (
     BackendOption,
     backend_order,
     create_engine,
-    cuda_unavailable_reason,
     option_unavailable_reason,
-    physical_cpu_cores,
 )
 from geovis_ros.inference.torch_backend import TorchEngine
 

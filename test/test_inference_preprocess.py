@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from geovis_ros.geometry.camera import Intrinsics
+from geovis_ros.inference.devices import cuda_unavailable_reason
 from geovis_ros.inference.preprocess import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -19,7 +20,6 @@ from geovis_ros.inference.preprocess import (
     scale_intrinsics,
     unpad_and_resize,
 )
-from geovis_ros.inference.select import cuda_unavailable_reason
 
 RNG = np.random.default_rng(7)
 RGB = RNG.integers(0, 256, (48, 64, 3), dtype=np.uint8)

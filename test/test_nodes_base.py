@@ -195,7 +195,7 @@ import numpy as np
 from std_msgs.msg import Header
 from geovis_ros.geometry.camera import Intrinsics
 from geovis_ros.nodes import base
-from geovis_ros.pipeline.frame import Frame
+from geovis_ros.frame import Frame
 
 base.WORKER_JOIN_TIMEOUT_S = 0.2
 

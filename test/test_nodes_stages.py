@@ -17,7 +17,6 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from visualization_msgs.msg import MarkerArray
 
-from geovis_ros.data.synth import SynthConfig, render_sequence
 from geovis_ros.geometry.camera import Intrinsics
 from geovis_ros.nodes.depth_node import DepthNode
 from geovis_ros.nodes.flow_node import FlowNode
@@ -32,6 +31,7 @@ from geovis_ros.ros.pointcloud import numpy_from_pointcloud
 from geovis_ros.ros.poses import matrix_from_odometry
 from geovis_ros.ros.qos import LATCHED_QOS, OUTPUT_QOS
 from geovis_ros.ros.stamps import ns_from_time, time_from_ns
+from geovis_ros.synthetic.scenes import SynthConfig, render_sequence
 
 W, H = 64, 48
 K = Intrinsics(50.0, 50.0, 31.5, 23.5, W, H)

@@ -9,10 +9,10 @@ import pytest
 from test_pipeline_odometry_helpers import abs_rel, rendered
 
 from geovis_ros.eval.simulated_depth import network_like_depth
+from geovis_ros.frame import DepthResult
 from geovis_ros.geometry.se3 import invert, make_pose, so3_exp
-from geovis_ros.pipeline.config import FusionConfig, KeyframeConfig, OdometryConfig, TrackingConfig
-from geovis_ros.pipeline.frame import DepthResult
-from geovis_ros.pipeline.keyframes import (
+from geovis_ros.slam.frontend.config import FusionConfig, KeyframeConfig, OdometryConfig, TrackingConfig
+from geovis_ros.slam.frontend.keyframes import (
     ActiveKeyframe,
     align_prior_to_reference,
     epipolar_stereo,
@@ -20,8 +20,8 @@ from geovis_ros.pipeline.keyframes import (
     inverse_depth_prior,
     keyframe_switch_reason,
 )
-from geovis_ros.pipeline.odometry import KeyframeEventKind, MetricScaleFilter, OdometryStage
-from geovis_ros.pipeline.tracking import ImagePyramid
+from geovis_ros.slam.frontend.odometry import KeyframeEventKind, MetricScaleFilter, OdometryStage
+from geovis_ros.slam.frontend.tracking import ImagePyramid
 
 TRACKING = TrackingConfig()
 FUSION = FusionConfig()

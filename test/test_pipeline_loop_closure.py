@@ -7,22 +7,21 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from geovis_ros.data.synth import SynthConfig, render_sequence
 from geovis_ros.geometry.camera import Intrinsics
 from geovis_ros.geometry.se3 import invert, rotation_angle, se3_exp, se3_log
-from geovis_ros.pipeline.loop_closure import (
-    BackendConfig,
+from geovis_ros.slam.backend.loop_detection import (
     LoopClosure,
     LoopClosureConfig,
     LoopClosureConfigError,
     LoopDetector,
-    SlamBackend,
     global_descriptor,
     pnp_information,
     sample_smooth_depth,
 )
-from geovis_ros.pipeline.mapping import KeyframeMapConfig, VoxelMapConfig
-from geovis_ros.pipeline.pose_graph import PoseGraphError
+from geovis_ros.slam.backend.mapping import KeyframeMapConfig, VoxelMapConfig
+from geovis_ros.slam.backend.pose_graph import PoseGraphError
+from geovis_ros.slam.backend.slam_backend import BackendConfig, SlamBackend
+from geovis_ros.synthetic.scenes import SynthConfig, render_sequence
 
 # A lap around a cluttered table in 60 frames; keyframes every 2nd frame (30 keyframes, ~4 cm
 # apart), so the last keyframe is one step before the first.

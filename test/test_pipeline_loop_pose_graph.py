@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from geovis_ros.geometry.se3 import invert, se3_exp, se3_log
-from geovis_ros.pipeline.pose_graph import (
+from geovis_ros.slam.backend.pose_graph import (
     PoseGraph,
     PoseGraphConfig,
     PoseGraphEdge,

@@ -5,22 +5,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from geovis_ros.apps.ply import PlyError, read_ply, write_ply
+from geovis_ros.apps.stage_benchmarks import benchmark_mapping
+from geovis_ros.frame import PointCloud
 from geovis_ros.geometry.camera import Intrinsics, backproject, transform_points
 from geovis_ros.geometry.se3 import se3_exp
-from geovis_ros.pipeline.frame import PointCloud
-from geovis_ros.pipeline.mapping import (
+from geovis_ros.slam.backend.mapping import (
     CloudConfig,
     KeyframeMap,
     KeyframeMapConfig,
     MapConfigError,
     VoxelMap,
     VoxelMapConfig,
-    benchmark_mapping,
     depth_to_cloud,
     voxel_downsample,
     voxel_keys,
 )
-from geovis_ros.pipeline.ply import PlyError, read_ply, write_ply
 
 K = Intrinsics(50.0, 50.0, 31.5, 23.5, 64, 48)
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from geovis_ros.apps.ply import read_ply
 from geovis_ros.cli import main
 from geovis_ros.data.image_io import write_rgb
-from geovis_ros.data.synth import SynthConfig, render_sequence
 from geovis_ros.data.trajectory_io import read_trajectory
 from geovis_ros.data.tum import write_tum_sequence
-from geovis_ros.pipeline.ply import read_ply
+from geovis_ros.synthetic.scenes import SynthConfig, render_sequence
 
 FRAMES = 30
 

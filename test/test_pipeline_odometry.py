@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 from test_pipeline_odometry_helpers import exact_depth, rendered, rendered_with_jump
 
+from geovis_ros.apps.stage_benchmarks import run_odometry
 from geovis_ros.eval.metrics_traj import ate
 from geovis_ros.eval.simulated_depth import network_like_depth
+from geovis_ros.frame import DepthResult, Frame, OdometryResult, TrackingState
 from geovis_ros.geometry.se3 import invert, rotation_angle, se3_log
-from geovis_ros.pipeline.config import OdometryConfig, TrackingConfig
-from geovis_ros.pipeline.frame import DepthResult, Frame, OdometryResult, TrackingState
-from geovis_ros.pipeline.odometry import KeyframeEventKind, OdometryStage, run_odometry
-from geovis_ros.pipeline.tracking import DirectTracker, ImagePyramid, TrackingReference, orthonormalized
+from geovis_ros.slam.frontend.config import OdometryConfig, TrackingConfig
+from geovis_ros.slam.frontend.odometry import KeyframeEventKind, OdometryStage
+from geovis_ros.slam.frontend.tracking import DirectTracker, ImagePyramid, TrackingReference, orthonormalized
 
 DIRECT = OdometryConfig()
 FEATURES = OdometryConfig(method="features", fusion=dataclasses.replace(DIRECT.fusion, enabled=False))

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from geovis_ros.data.synth import SynthConfig, build_scene, render_sequence
-from geovis_ros.data.world import render_view
+from geovis_ros.frame import DepthResult, FlowResult, Frame
 from geovis_ros.geometry.camera import Intrinsics
 from geovis_ros.geometry.se3 import invert, make_pose, so3_exp
-from geovis_ros.pipeline.frame import DepthResult, FlowResult, Frame
+from geovis_ros.synthetic.scenes import SynthConfig, build_scene, render_sequence
+from geovis_ros.synthetic.world import render_view
 
 
 @dataclass(frozen=True)

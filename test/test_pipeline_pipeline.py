@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from geovis_ros.data.synth import SynthConfig, render_sequence
+from geovis_ros.apps.run_report import json_ready, timing_metrics, trajectory_metrics
+from geovis_ros.frame import Frame, TrackingState
 from geovis_ros.geometry.camera import Intrinsics
-from geovis_ros.pipeline.frame import Frame, TrackingState
 from geovis_ros.pipeline.pipeline import (
     PIPELINE_PARAMETERS,
     STAGES,
@@ -17,8 +17,8 @@ from geovis_ros.pipeline.pipeline import (
     network_input_width,
     pipeline_config_from_parameters,
 )
-from geovis_ros.pipeline.run_report import json_ready, timing_metrics, trajectory_metrics
-from geovis_ros.pipeline.visuals import colored_depth, frustum_lines
+from geovis_ros.synthetic.scenes import SynthConfig, render_sequence
+from geovis_ros.visualization import colored_depth, frustum_lines
 
 TORCH = {"backend": "torch", "device": "cpu"}
 

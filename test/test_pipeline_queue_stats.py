@@ -2,8 +2,8 @@ import threading
 
 import pytest
 
-from geovis_ros.pipeline.frame_queue import FrameQueue
-from geovis_ros.pipeline.stats import RollingStats
+from geovis_ros.nodes.frame_queue import FrameQueue
+from geovis_ros.nodes.stats import RollingStats
 
 
 def test_live_mode_keeps_only_newest_and_counts_drops():

@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import yaml
 
-from geovis_ros.cli import CommandError, main
+from geovis_ros.apps.ply import read_ply
+from geovis_ros.apps.process_bag import load_parameters
+from geovis_ros.cli import main
 from geovis_ros.data.bag import write_bag
-from geovis_ros.data.synth import SynthConfig, render_sequence
-from geovis_ros.pipeline.ply import read_ply
-from geovis_ros.pipeline.process_bag import load_parameters
+from geovis_ros.errors import CommandError
+from geovis_ros.synthetic.scenes import SynthConfig, render_sequence
 
 FRAMES = 12
 

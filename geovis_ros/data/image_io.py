@@ -22,8 +22,10 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from geovis_ros.errors import GeovisError
 
-class DatasetError(ValueError):
+
+class DatasetError(GeovisError, ValueError):
     """A dataset file or folder is missing or malformed; the message names the file and the problem."""
 
 

@@ -15,13 +15,14 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from geovis_ros.errors import GeovisError
 from geovis_ros.geometry.se3 import pose_from_translation_quaternion, quaternion_from_matrix
 
 TrajectoryFormat = Literal["tum", "kitti"]
 _VALUES_PER_LINE = {"tum": 8, "kitti": 12}
 
 
-class TrajectoryFormatError(ValueError):
+class TrajectoryFormatError(GeovisError, ValueError):
     """A trajectory file is malformed; the message names the file and the line (1-based)."""
 
 

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from geovis_ros.cli import CommandError
+from geovis_ros.errors import CommandError
 
 DEPTH_SUFFIXES = (".png", ".npy", ".pfm")
 FLOW_SUFFIXES = (".flo", ".png", ".npy")

@@ -33,6 +33,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from geovis_ros.errors import GeovisError
 from geovis_ros.geometry.se3 import invert
 
 AlignMode = Literal["se3", "sim3", "none"]
@@ -44,7 +45,7 @@ KITTI_SEGMENT_LENGTHS_M: tuple[float, ...] = (100.0, 200.0, 300.0, 400.0, 500.0,
 KITTI_STEP_FRAMES = 10
 
 
-class TrajectoryEvalError(ValueError):
+class TrajectoryEvalError(GeovisError, ValueError):
     """Trajectories cannot be compared: no associated pairs, mismatched sizes, degenerate alignment."""
 
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from geovis_ros.eval.colorize import depth_to_color, flow_to_color
+from geovis_ros.visualization import depth_to_color, flow_to_color
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

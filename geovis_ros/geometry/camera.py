@@ -12,8 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from geovis_ros.errors import GeovisError
 
-class CameraModelError(ValueError):
+
+class CameraModelError(GeovisError, ValueError):
     """Invalid intrinsics (non-finite, non-positive focal length, bad size)."""
 
 

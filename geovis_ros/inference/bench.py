@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from geovis_ros.inference.devices import physical_cpu_cores
 from geovis_ros.inference.engine import (
     PRECISIONS,
     SPATIAL_SYMBOLS,
@@ -39,7 +40,6 @@ from geovis_ros.inference.select import (
     BackendOption,
     create_engine,
     option_unavailable_reason,
-    physical_cpu_cores,
 )
 
 LOG = logging.getLogger(__name__)
@@ -208,7 +208,7 @@ def machine_info() -> dict[str, Any]:
     import cv2
     import torch
 
-    from geovis_ros.inference.select import cuda_unavailable_reason
+    from geovis_ros.inference.devices import cuda_unavailable_reason
 
     info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),
                             "cpu": _cpu_model(), "physical_cores": physical_cpu_cores(),
@@ -268,7 +268,7 @@ def _options(labels: str) -> list[BackendOption]:
     chosen = [label.strip() for label in labels.split(",") if label.strip()]
     unknown = [label for label in chosen if label not in known]
     if unknown:
-        from geovis_ros.cli import CommandError
+        from geovis_ros.errors import CommandError
 
         raise CommandError(f"unknown backend {unknown}; choose from {sorted(known)}")
     return [known[label] for label in chosen]
@@ -276,7 +276,7 @@ def _options(labels: str) -> list[BackendOption]:
 
 def run(args: argparse.Namespace) -> int:
     """Benchmark, print the table, optionally write JSON."""
-    from geovis_ros.cli import CommandError
+    from geovis_ros.errors import CommandError
     from geovis_ros.inference.export import spec_from_onnx
 
     try:

@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _specs(args: argparse.Namespace) -> list[ModelSpec]:
-    from geovis_ros.cli import CommandError
+    from geovis_ros.errors import CommandError
     from geovis_ros.inference.export import spec_from_onnx
 
     specs, note = registered_model_specs()
@@ -62,7 +62,7 @@ def _specs(args: argparse.Namespace) -> list[ModelSpec]:
 
 def run(args: argparse.Namespace) -> int:
     """Build every (model, size); exit 0 if all engines are cached and valid, 1 if any was rejected."""
-    from geovis_ros.cli import CommandError
+    from geovis_ros.errors import CommandError
 
     reason = option_unavailable_reason(BackendOption("tensorrt", "cuda"))
     if reason is not None:

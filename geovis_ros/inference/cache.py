@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from geovis_ros.errors import GeovisError
 from geovis_ros.inference.engine import InferenceError
 
 LOG = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ class EngineCacheError(InferenceError):
     """The cache could not be used (lock timeout, unwritable directory)."""
 
 
-class CacheRecordError(ValueError):
+class CacheRecordError(GeovisError, ValueError):
     """A cache file is unusable; the message says why (bad header, truncated, checksum, key)."""
 
 

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 from numpy.typing import NDArray
 
+from geovis_ros.errors import GeovisError
+
 if TYPE_CHECKING:
     import torch
 
@@ -38,7 +40,7 @@ Dim = int | str
 Shape = tuple[Dim, ...]
 
 
-class InferenceError(RuntimeError):
+class InferenceError(GeovisError, RuntimeError):
     """An engine could not be created or failed to run."""
 
 
@@ -50,7 +52,7 @@ class EngineValidationError(InferenceError):
     """A freshly built engine disagrees with the reference backend beyond the model's tolerance."""
 
 
-class InputError(ValueError):
+class InputError(GeovisError, ValueError):
     """``infer`` got inputs that do not match the engine's input specs (names, shapes, dtypes)."""
 
 

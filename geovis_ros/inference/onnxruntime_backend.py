@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from geovis_ros.inference.devices import physical_cpu_cores
 from geovis_ros.inference.engine import (
     BackendUnavailableError,
     EngineBase,
@@ -26,7 +27,6 @@ from geovis_ros.inference.engine import (
     require,
     to_numpy,
 )
-from geovis_ros.inference.select import physical_cpu_cores
 
 LOG = logging.getLogger(__name__)
 

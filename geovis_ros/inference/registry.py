@@ -19,6 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 from torch import nn
 
+from geovis_ros.errors import GeovisError
 from geovis_ros.inference.engine import ModelSpec, TensorSpec
 from geovis_ros.models.blocks import IMAGE_MEAN, IMAGE_STD
 from geovis_ros.models.checkpoint import WEIGHTS_DIR, CheckpointError, load_weights_into
@@ -29,7 +30,7 @@ from geovis_ros.models.pose import POSE_MULTIPLE, PoseNet
 DEPTH_OUTPUT_KINDS = ("metric_depth", "relative_inverse_depth", "disparity")
 
 
-class RegistryError(KeyError):
+class RegistryError(GeovisError, KeyError):
     """An unknown model name or an invalid model description."""
 
 

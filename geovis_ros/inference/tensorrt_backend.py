@@ -172,7 +172,7 @@ class TensorRTRuntime:
     """The real :class:`TensorRTToolkit` (TensorRT 10 Python API) on one CUDA device."""
 
     def __init__(self, device: str = "cuda") -> None:
-        from geovis_ros.inference.select import cuda_unavailable_reason
+        from geovis_ros.inference.devices import cuda_unavailable_reason
 
         self._trt = require("tensorrt", "the TensorRT backend")
         reason = cuda_unavailable_reason()

@@ -16,12 +16,14 @@ import torch.nn.functional as F  # noqa: N812
 from numpy.typing import NDArray
 from torch import nn
 
+from geovis_ros.errors import GeovisError
+
 # Input normalisation of every shipped network: x = (rgb / 255 - MEAN) / STD, RGB order, NCHW.
 IMAGE_MEAN: tuple[float, float, float] = (0.45, 0.45, 0.45)
 IMAGE_STD: tuple[float, float, float] = (0.225, 0.225, 0.225)
 
 
-class ModelInputError(ValueError):
+class ModelInputError(GeovisError, ValueError):
     """An input array or tensor has the wrong shape, dtype or size for a network."""
 
 

@@ -21,10 +21,12 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from geovis_ros.errors import GeovisError
+
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(GeovisError, RuntimeError):
     """A weights or checkpoint file is missing, unsafe, corrupted or does not fit the model."""
 
 

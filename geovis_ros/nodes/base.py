@@ -25,10 +25,10 @@ from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
+from geovis_ros.frame import Frame
+from geovis_ros.nodes.frame_queue import FrameQueue
 from geovis_ros.nodes.params import declare_parameters
-from geovis_ros.pipeline.frame import Frame
-from geovis_ros.pipeline.frame_queue import FrameQueue
-from geovis_ros.pipeline.stats import RollingStats
+from geovis_ros.nodes.stats import RollingStats
 from geovis_ros.ros.camera_info import CameraCalibration, calibration_from_camera_info
 from geovis_ros.ros.compressed import rgb8_from_compressed
 from geovis_ros.ros.errors import ConversionError

@@ -28,8 +28,8 @@ from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
 
 from geovis_ros.data.sequence import SequenceFrame
+from geovis_ros.frame import PointCloud
 from geovis_ros.nodes.base import BAG_HISTORY
-from geovis_ros.pipeline.frame import PointCloud
 from geovis_ros.ros.camera_info import CameraCalibration, camera_info_from_calibration
 from geovis_ros.ros.image import depth_from_image, image_from_numpy, numpy_from_image
 from geovis_ros.ros.pointcloud import numpy_from_pointcloud

@@ -34,17 +34,16 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
-from geovis_ros.eval.colorize import flow_to_color
+from geovis_ros.frame import Frame, PipelineResult, PointCloud
 from geovis_ros.geometry.camera import Intrinsics
 from geovis_ros.nodes.base import PerceptionNode
-from geovis_ros.pipeline.frame import Frame, PipelineResult, PointCloud
 from geovis_ros.pipeline.pipeline import Pipeline, pipeline_config_from_parameters
-from geovis_ros.pipeline.visuals import colored_depth, frustum_lines
 from geovis_ros.ros.camera_info import CameraCalibration, camera_info_from_calibration
 from geovis_ros.ros.image import image_from_depth, image_from_numpy
 from geovis_ros.ros.pointcloud import pointcloud_from_numpy
 from geovis_ros.ros.poses import append_to_path, odometry_from_matrix, transform_stamped_from_matrix
 from geovis_ros.ros.qos import LATCHED_QOS, OUTPUT_QOS
+from geovis_ros.visualization import colored_depth, flow_to_color, frustum_lines
 
 # The path keeps the newest this many poses (about 5 minutes at 30 Hz), so it cannot grow forever.
 PATH_MAX_POSES = 10_000

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from geovis_ros.frame import DepthResult, FlowResult, Frame
 from geovis_ros.geometry.camera import Intrinsics
 from geovis_ros.geometry.se3 import invert
 from geovis_ros.inference.engine import Engine, EngineConfig, ModelSpec
@@ -24,7 +25,6 @@ from geovis_ros.models.checkpoint import load_weights_into
 from geovis_ros.models.depth import DEPTH_MULTIPLE, network_size_for, run_depth
 from geovis_ros.models.flow import FLOW_MULTIPLE, run_flow
 from geovis_ros.models.pose import POSE_MULTIPLE, run_pose
-from geovis_ros.pipeline.frame import DepthResult, FlowResult, Frame
 
 
 @dataclass(frozen=True)

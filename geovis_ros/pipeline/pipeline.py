@@ -19,16 +19,16 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from geovis_ros.frame import Frame, PipelineResult, PointCloud
 from geovis_ros.geometry.camera import transform_points
 from geovis_ros.geometry.se3 import invert
 from geovis_ros.inference.engine import EngineConfig, default_engine_cache_dir
-from geovis_ros.pipeline.config import MOTION_PRIORS, OdometryConfig
-from geovis_ros.pipeline.frame import Frame, PipelineResult, PointCloud
-from geovis_ros.pipeline.keyframes import Keyframe
-from geovis_ros.pipeline.loop_closure import BackendConfig, SlamBackend
-from geovis_ros.pipeline.mapping import CloudConfig, depth_to_cloud
 from geovis_ros.pipeline.networks import DepthStage, FlowStage, NetworkConfig, PoseStage
-from geovis_ros.pipeline.odometry import KeyframeEvent, KeyframeEventKind, OdometryStage
+from geovis_ros.slam.backend.mapping import CloudConfig, depth_to_cloud
+from geovis_ros.slam.backend.slam_backend import BackendConfig, SlamBackend
+from geovis_ros.slam.frontend.config import MOTION_PRIORS, OdometryConfig
+from geovis_ros.slam.frontend.keyframes import Keyframe
+from geovis_ros.slam.frontend.odometry import KeyframeEvent, KeyframeEventKind, OdometryStage
 
 STAGES: tuple[str, ...] = ("depth", "flow", "odometry", "mapping")
 # Node parameters (geovis_ros.nodes.params) that pipeline_config_from_parameters reads.

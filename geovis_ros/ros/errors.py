@@ -1,7 +1,9 @@
 """The one exception type of the message conversions."""
 
+from geovis_ros.errors import GeovisError
 
-class ConversionError(ValueError):
+
+class ConversionError(GeovisError, ValueError):
     """A message or array that cannot be converted; the message names the field at fault.
 
     Raised for unsupported encodings, inconsistent sizes (height, width, step, data length),

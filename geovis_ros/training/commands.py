@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from geovis_ros.cli import CommandError
+from geovis_ros.errors import CommandError
 
 DEFAULT_SIZES = {"depth": (192, 144), "pose": (192, 144), "flow": (128, 96)}
 

@@ -24,6 +24,7 @@ import torch
 from numpy.typing import NDArray
 
 from geovis_ros.data.sequence import SequenceFrame
+from geovis_ros.errors import GeovisError
 from geovis_ros.geometry.camera import Intrinsics
 from geovis_ros.geometry.se3 import invert, se3_log
 from geovis_ros.models.blocks import normalize_image_tensor
@@ -46,7 +47,7 @@ OPTIONAL_ARRAYS = ("depth", "poses", "flow", "flow_valid", "flow_init")
 FLOW_INIT_METHOD_KEY = "flow_init_method"  # names the initialisation that wrote flow_init
 
 
-class TrainingDataError(ValueError):
+class TrainingDataError(GeovisError, ValueError):
     """Training data is missing, empty or lacks the ground truth a task needs."""
 
 
@@ -139,14 +140,14 @@ def initial_flows(rgb: NDArray[np.uint8]) -> NDArray[np.float16]:
 def random_synth_config(  # noqa: ANN201
     rng: np.random.Generator, split: str, width: int, height: int, frames: int, scenes: Sequence[str] | None = None
 ):
-    """A random :class:`geovis_ros.data.synth.SynthConfig` for ``split`` ``train`` or ``val``.
+    """A random :class:`geovis_ros.synthetic.scenes.SynthConfig` for ``split`` ``train`` or ``val``.
 
     ``train``: scene in :data:`TRAIN_SCENES`, seed >= :data:`TRAIN_SEED_BASE`; ``val``: any scene
     (the held-out one included), seed < :data:`TRAIN_SEED_BASE`. ``scenes`` narrows the scene
     choice. Frame rate, field of view, moving objects and lighting changes vary so that motions
     range from sub-pixel to > 20 px.
     """
-    from geovis_ros.data.synth import SynthConfig
+    from geovis_ros.synthetic.scenes import SynthConfig
 
     if split not in ("train", "val"):
         raise TrainingDataError(f"split must be 'train' or 'val', got {split!r}")
@@ -182,7 +183,7 @@ def render_synth_sequence(
     A configuration the renderer refuses (e.g. no room for the moving objects) is replaced by the
     next random one, up to :data:`RENDER_ATTEMPTS` times.
     """
-    from geovis_ros.data.synth import SynthConfigError, render_sequence
+    from geovis_ros.synthetic.scenes import SynthConfigError, render_sequence
 
     errors = []
     for _ in range(RENDER_ATTEMPTS):

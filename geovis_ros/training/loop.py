@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from geovis_ros.errors import GeovisError
 from geovis_ros.inference.registry import load_shipped
 from geovis_ros.models.blocks import IMAGE_MEAN, IMAGE_STD
 from geovis_ros.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, save_weights
@@ -60,7 +61,7 @@ TASK_FIELDS = {"depth": ("depth",), "pose": ("poses",), "flow": ("flow", "flow_v
 NETWORKS: dict[str, Callable[[], nn.Module]] = {"depth": DepthNet, "flow": FlowRefineNet, "pose": PoseNet}
 
 
-class TrainingError(RuntimeError):
+class TrainingError(GeovisError, RuntimeError):
     """A training run cannot start or continue (bad configuration, incompatible checkpoint)."""
 
 

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from geovis_ros.apps.ply import write_ply
 from geovis_ros.eval.metrics_traj import TrajectoryEvalError, TrajectoryEvaluation, evaluate_trajectory
-from geovis_ros.pipeline.frame import PointCloud
-from geovis_ros.pipeline.ply import write_ply
+from geovis_ros.frame import PointCloud
 
 WARMUP_FRAMES = 2
 # Stamps of a result and its ground truth are the same message stamp; allow only rounding.

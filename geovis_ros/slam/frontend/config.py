@@ -270,7 +270,7 @@ class FeatureConfig:
 
 @dataclass(frozen=True)
 class OdometryConfig:
-    """The monocular odometry stage (:class:`geovis_ros.pipeline.odometry.OdometryStage`).
+    """The monocular odometry stage (:class:`geovis_ros.slam.frontend.odometry.OdometryStage`).
 
     Attributes:
         method: "direct" (photometric alignment on the fused keyframe depth) or "features"

@@ -20,16 +20,16 @@ frames (computed once per sequence) is both methods' per-frame initial guess ins
 constant velocity.
 
 Then both methods run on the same inputs: ``direct`` (photometric tracking on CNN-SLAM fused
-keyframe depth, the default :class:`~geovis_ros.pipeline.config.OdometryConfig`) and ``features``
-(the classical peer, :func:`~geovis_ros.pipeline.config.classical_baseline_config`: KLT +
+keyframe depth, the default :class:`~geovis_ros.slam.frontend.config.OdometryConfig`) and ``features``
+(the classical peer, :func:`~geovis_ros.slam.frontend.config.classical_baseline_config`: KLT +
 PnP-RANSAC on the keyframe's network depth, no fusion). Each method runs twice over the same
 inputs (the stage is deterministic):
 
-1. through :func:`geovis_ros.pipeline.odometry_cli.run_odometry_over`, the code path of
+1. through :func:`geovis_ros.apps.odometry.run_odometry_over`, the code path of
    ``geovis odometry``: odometry, then every keyframe into the loop-closure back end
-   (:class:`~geovis_ros.pipeline.loop_closure.SlamBackend`). Scored: the raw odometry trajectory,
+   (:class:`~geovis_ros.slam.backend.loop_detection.SlamBackend`). Scored: the raw odometry trajectory,
    the loop-corrected one, and the fused depth of every keyframe handed to the back end;
-2. through :func:`geovis_ros.pipeline.odometry.run_odometry`, which times each stage call
+2. through :func:`geovis_ros.slam.frontend.odometry.run_odometry`, which times each stage call
    (tracking + fusion + keyframes + scale; no networks, no back end).
 
 Printed per sequence and method (one table):
@@ -50,7 +50,7 @@ Printed per sequence and method (one table):
 - ``ms mean``/``ms p90``: wall time per frame of the stage; ``cpu ms``: process CPU time per frame
   (all threads; robust to other processes on the machine); ``lost`` frames, ``KFs`` keyframes.
 
-Then the memory benchmark (:func:`geovis_ros.pipeline.mapping.benchmark_mapping`: a long walk
+Then the memory benchmark (:func:`geovis_ros.slam.backend.mapping.benchmark_mapping`: a long walk
 through always-new space, so the bounded map fills and then evicts; it runs first, so that memory
 the sequences free and the allocator keeps cannot hide growth of the map) and the issue's targets
 with the worst measured figure. ``--json OUT`` writes everything (plus Sim(3) ATE and scale, the
@@ -72,27 +72,26 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from geovis_ros.cli import CommandError
-from geovis_ros.data.sequence import SequenceFrame
-from geovis_ros.data.synth import SynthConfig, render_sequence
-from geovis_ros.eval.metrics_depth import DepthMetricsAccumulator
-from geovis_ros.eval.metrics_traj import TrajectoryEvalError, evaluate_trajectory
-from geovis_ros.eval.simulated_depth import network_like_depth
-from geovis_ros.geometry.se3 import invert
-from geovis_ros.pipeline.config import MOTION_PRIORS, OdometryConfig, classical_baseline_config
-from geovis_ros.pipeline.frame import DepthResult, Frame, TrackingState
-from geovis_ros.pipeline.keyframes import Keyframe
-from geovis_ros.pipeline.loop_closure import BackendConfig
-from geovis_ros.pipeline.mapping import MapBenchmark, benchmark_mapping
-from geovis_ros.pipeline.odometry import run_odometry
-from geovis_ros.pipeline.odometry_cli import (
+from geovis_ros.apps.odometry import (
     DepthEstimator,
     PoseEstimator,
     make_depth_estimator,
     make_pose_estimator,
     run_odometry_over,
 )
-from geovis_ros.pipeline.run_report import format_number, json_ready
+from geovis_ros.apps.run_report import format_number, json_ready
+from geovis_ros.apps.stage_benchmarks import MapBenchmark, benchmark_mapping, run_odometry
+from geovis_ros.data.sequence import SequenceFrame
+from geovis_ros.errors import CommandError
+from geovis_ros.eval.metrics_depth import DepthMetricsAccumulator
+from geovis_ros.eval.metrics_traj import TrajectoryEvalError, evaluate_trajectory
+from geovis_ros.eval.simulated_depth import network_like_depth
+from geovis_ros.frame import DepthResult, Frame, TrackingState
+from geovis_ros.geometry.se3 import invert
+from geovis_ros.slam.backend.slam_backend import BackendConfig
+from geovis_ros.slam.frontend.config import MOTION_PRIORS, OdometryConfig, classical_baseline_config
+from geovis_ros.slam.frontend.keyframes import Keyframe
+from geovis_ros.synthetic.scenes import SynthConfig, render_sequence
 
 DEFAULT_SEQUENCES = ("room/handheld", "street/driving", "room/loop")
 DEPTH_INPUTS = ("simulated", "gt", "network")
@@ -128,7 +127,7 @@ def sequence_config(sequence: str, frames: int, width: int, height: int, seed: i
 
     Raises:
         ValueError: ``sequence`` is not ``scene/trajectory``, or the renderer refuses the settings
-            (:class:`~geovis_ros.data.synth.SynthConfigError`, naming the field).
+            (:class:`~geovis_ros.synthetic.scenes.SynthConfigError`, naming the field).
 
     """
     scene, slash, trajectory = sequence.partition("/")
@@ -354,7 +353,7 @@ def format_table(sequences: Sequence[Scores]) -> str:
 
 
 def memory_scores(bench: MapBenchmark) -> Scores:
-    """JSON-ready figures of :func:`~geovis_ros.pipeline.mapping.benchmark_mapping` (RSS growth in %)."""
+    """JSON-ready figures of :func:`~geovis_ros.slam.backend.mapping.benchmark_mapping` (RSS growth in %)."""
     growth = bench.rss_growth
     return {**dataclasses.asdict(bench), "rss_growth_pct": None if growth is None else 100.0 * growth}
 

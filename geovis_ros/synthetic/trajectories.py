@@ -33,6 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from geovis_ros.errors import GeovisError
+
 TRAJECTORY_KINDS = ("handheld", "driving", "drone", "rotation", "standstill", "loop")
 
 _DERIVATIVE_STEP_S = 1e-3
@@ -40,7 +42,7 @@ _CURVE_SAMPLES = 4096
 _MIN_TURNING_LAP_S = 6.0  # shorter loops keep a fixed heading instead of turning 360 degrees
 
 
-class TrajectoryError(ValueError):
+class TrajectoryError(GeovisError, ValueError):
     """Unknown trajectory kind or an inconsistent camera space."""
 
 

@@ -23,16 +23,16 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
-from geovis_ros.cli import CommandError
-from geovis_ros.data.sequence import SequenceFrame
-from geovis_ros.eval.metrics_depth import DepthMetricsAccumulator
-from geovis_ros.pipeline.run_report import (
+from geovis_ros.apps.run_report import (
     WARMUP_FRAMES,
     format_number,
     timing_metrics,
     trajectory_metrics,
     write_run_outputs,
 )
+from geovis_ros.data.sequence import SequenceFrame
+from geovis_ros.errors import CommandError
+from geovis_ros.eval.metrics_depth import DepthMetricsAccumulator
 
 if TYPE_CHECKING:
     from geovis_ros.nodes.sequence_player import Recording
@@ -104,7 +104,7 @@ def stop_node(process: subprocess.Popen[str], timeout_s: float = SHUTDOWN_TIMEOU
 
 def render_frames(args: argparse.Namespace) -> list[SequenceFrame]:
     """The synthetic sequence (rgb, depth, pose) the demo plays."""
-    from geovis_ros.data.synth import SynthConfig, SynthConfigError, render_sequence
+    from geovis_ros.synthetic.scenes import SynthConfig, SynthConfigError, render_sequence
 
     try:
         config = SynthConfig(scene=args.scene, trajectory=args.trajectory, frames=args.frames, width=args.width,

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from geovis_ros.pipeline.frame import PointCloud
+from geovis_ros.errors import GeovisError
+from geovis_ros.frame import PointCloud
 
 _VERTEX = np.dtype(
     [("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")]
@@ -19,7 +20,7 @@ _PROPERTIES = b"".join(
 )
 
 
-class PlyError(ValueError):
+class PlyError(GeovisError, ValueError):
     """A PLY file cannot be written or is not one this module reads (the message names the file)."""
 
 

@@ -31,7 +31,7 @@ from numpy.typing import NDArray
 
 from geovis_ros.geometry.camera import Intrinsics
 from geovis_ros.geometry.se3 import invert, rotation_angle, se3_exp, skew, so3_log
-from geovis_ros.pipeline.config import TrackingConfig
+from geovis_ros.slam.frontend.config import TrackingConfig
 
 _BORDER_PX = 2
 _BRIGHTNESS_SCALE = 255.0  # prior on the gain is expressed in grey levels at full white

@@ -37,20 +37,20 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from geovis_ros.cli import CommandError
+from geovis_ros.apps.ply import write_ply
 from geovis_ros.data.image_io import DatasetError, write_depth_png
 from geovis_ros.data.readers import open_sequence
 from geovis_ros.data.sequence import SequenceFrame
 from geovis_ros.data.trajectory_io import TrajectoryFormatError, read_trajectory, write_trajectory
+from geovis_ros.errors import CommandError, GeovisError
 from geovis_ros.eval.metrics_traj import AssociateBy, TrajectoryEvalError, evaluate_trajectory
+from geovis_ros.frame import DepthResult, Frame, OdometryResult, TrackingState
 from geovis_ros.geometry.camera import CameraModelError
 from geovis_ros.geometry.se3 import invert
-from geovis_ros.pipeline.config import MOTION_PRIORS, OdometryConfig, odometry_config_for
-from geovis_ros.pipeline.frame import DepthResult, Frame, OdometryResult, TrackingState
-from geovis_ros.pipeline.keyframes import Keyframe
-from geovis_ros.pipeline.loop_closure import BackendConfig, SlamBackend
-from geovis_ros.pipeline.odometry import KeyframeEventKind, OdometryStage
-from geovis_ros.pipeline.ply import write_ply
+from geovis_ros.slam.backend.slam_backend import BackendConfig, SlamBackend
+from geovis_ros.slam.frontend.config import MOTION_PRIORS, OdometryConfig, odometry_config_for
+from geovis_ros.slam.frontend.keyframes import Keyframe
+from geovis_ros.slam.frontend.odometry import KeyframeEventKind, OdometryStage
 
 DepthSource = Literal["network", "gt"]
 DepthEstimator = Callable[[Frame, SequenceFrame], DepthResult]
@@ -61,7 +61,7 @@ GT_DEPTH_RELATIVE_STD = 0.01
 """Standard deviation (fraction of depth) attached to ground-truth depth: trusted but not exact."""
 
 
-class MissingDepthError(ValueError):
+class MissingDepthError(GeovisError, ValueError):
     """``--depth-source gt`` on an input frame that carries no depth."""
 
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from geovis_ros.errors import GeovisError
 from geovis_ros.geometry.se3 import invert
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 KernelKind = Literal["huber", "cauchy"]
 
 
-class PoseGraphError(ValueError):
+class PoseGraphError(GeovisError, ValueError):
     """Invalid graph input: unknown or duplicate node, malformed pose or information matrix."""
 
 

@@ -17,16 +17,15 @@ O(voxels) bookkeeping (sorted-key index, searchsorted lookups).
 
 from __future__ import annotations
 
-import os
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from geovis_ros.errors import GeovisError
+from geovis_ros.frame import PointCloud
 from geovis_ros.geometry.camera import Intrinsics, transform_points
-from geovis_ros.pipeline.frame import PointCloud
 
 _KEY_BITS = 21
 _KEY_BIAS = 1 << (_KEY_BITS - 1)  # voxel indices in [-2^20, 2^20) per axis
@@ -34,7 +33,7 @@ REBUILD_BATCH = 16
 """Keyframe clouds fused per call when the map is rebuilt after a pose-graph update."""
 
 
-class MapConfigError(ValueError):
+class MapConfigError(GeovisError, ValueError):
     """A cloud/map parameter is out of range (the message names it)."""
 
 
@@ -480,98 +479,3 @@ class KeyframeMap:
         return int(sum(c.xyz.shape[0] for c in self._clouds.values()))
 
 
-def resident_memory_bytes() -> int | None:
-    """Current resident set size of this process in bytes (Linux ``/proc/self/statm``), else None."""
-    try:
-        with open("/proc/self/statm", encoding="ascii") as stream:
-            resident_pages = int(stream.read().split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return resident_pages * os.sysconf("SC_PAGE_SIZE")
-
-
-@dataclass(frozen=True)
-class MapBenchmark:
-    """Figures of :func:`benchmark_mapping` (milliseconds are means per call)."""
-
-    frames: int
-    keyframes: int
-    cloud_ms: float
-    keyframe_insert_ms: float
-    rebuild_ms: float
-    map_points: int
-    max_points: int
-    bound_reached_at_frame: int | None
-    rss_after_bound_min_mb: float | None
-    rss_after_bound_max_mb: float | None
-
-    @property
-    def rss_growth(self) -> float | None:
-        """(max - min) / min of the RSS samples taken after the map bound was reached."""
-        if self.rss_after_bound_min_mb is None or self.rss_after_bound_max_mb is None:
-            return None
-        return (self.rss_after_bound_max_mb - self.rss_after_bound_min_mb) / self.rss_after_bound_min_mb
-
-
-def benchmark_mapping(
-    frames: int = 5000,
-    width: int = 320,
-    height: int = 240,
-    keyframe_every: int = 5,
-    config: KeyframeMapConfig = KeyframeMapConfig(),
-    cloud_config: CloudConfig = CloudConfig(),
-    seed: int = 0,
-) -> MapBenchmark:
-    """Time the per-frame cloud and the keyframe map, and sample RSS, over a long synthetic walk.
-
-    A camera walks a long corridor-like path (always seeing new space, so the map fills and then
-    evicts); every frame gets a random-textured depth map, every ``keyframe_every``-th frame is
-    inserted as a keyframe. RSS is sampled every 50 frames once both bounds are reached (the voxel
-    map has evicted and the keyframe cloud store holds ``max_keyframes``).
-    """
-    rng = np.random.default_rng(seed)
-    intrinsics = Intrinsics(0.8 * width, 0.8 * width, (width - 1) / 2, (height - 1) / 2, width, height)
-    rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
-    base_depth = (2.0 + rng.random((height, width)) * 3.0).astype(np.float32)
-    std = (0.02 * base_depth).astype(np.float32)
-    keyframe_map = KeyframeMap(config)
-    cloud_time = insert_time = 0.0
-    keyframes = 0
-    bound_frame: int | None = None
-    rss: list[int] = []
-    for index in range(frames):
-        pose = np.eye(4)
-        yaw = 0.3 * np.sin(index / 40.0)
-        pose[:3, :3] = [[np.cos(yaw), 0.0, np.sin(yaw)], [0.0, 1.0, 0.0], [-np.sin(yaw), 0.0, np.cos(yaw)]]
-        pose[:3, 3] = [0.5 * np.sin(index / 25.0), 0.0, 0.05 * index]
-        depth = base_depth * np.float32(1.0 + 0.1 * np.sin(index / 7.0))
-        start = time.perf_counter()
-        cloud = depth_to_cloud(depth, std, rgb, intrinsics, cloud_config)
-        cloud_time += time.perf_counter() - start
-        if index % keyframe_every == 0:
-            start = time.perf_counter()
-            keyframe_map.add_keyframe(index, pose, cloud)
-            insert_time += time.perf_counter() - start
-            keyframes += 1
-        full = keyframe_map.voxels.evicted_total > 0 and len(keyframe_map.keyframe_ids) >= config.max_keyframes
-        if bound_frame is None and full:
-            bound_frame = index
-        if bound_frame is not None and index % 50 == 0:
-            sample = resident_memory_bytes()
-            if sample is not None:
-                rss.append(sample)
-    start = time.perf_counter()
-    keyframe_map.rebuild()
-    rebuild_ms = (time.perf_counter() - start) * 1e3
-    return MapBenchmark(
-        frames=frames,
-        keyframes=keyframes,
-        cloud_ms=cloud_time * 1e3 / frames,
-        keyframe_insert_ms=insert_time * 1e3 / max(keyframes, 1),
-        rebuild_ms=rebuild_ms,
-        map_points=len(keyframe_map),
-        max_points=config.map.max_points,
-        bound_reached_at_frame=bound_frame,
-        rss_after_bound_min_mb=min(rss) / 2**20 if rss else None,
-        rss_after_bound_max_mb=max(rss) / 2**20 if rss else None,
-    )

@@ -22,9 +22,10 @@ from functools import cached_property
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from geovis_ros.data.textures import TextureBank
+from geovis_ros.errors import GeovisError
 from geovis_ros.geometry.camera import Intrinsics, pixel_grid
 from geovis_ros.geometry.se3 import invert
+from geovis_ros.synthetic.textures import TextureBank
 
 HIT_EPSILON = 1e-4
 """Smallest ray parameter counted as a hit (rejects self-hits at the ray origin)."""
@@ -48,7 +49,7 @@ class ShapeKind(IntEnum):
     QUAD = 2
 
 
-class RenderError(RuntimeError):
+class RenderError(GeovisError, RuntimeError):
     """The world is inconsistent with a render request (e.g. a ray escaped a closed scene)."""
 
 

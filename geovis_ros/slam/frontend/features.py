@@ -17,11 +17,11 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from geovis_ros.frame import FlowResult
 from geovis_ros.geometry.se3 import rotation_angle, so3_exp
-from geovis_ros.pipeline.config import FeatureConfig, TrackingConfig
-from geovis_ros.pipeline.frame import FlowResult
-from geovis_ros.pipeline.keyframes import ActiveKeyframe
-from geovis_ros.pipeline.tracking import ImagePyramid, TrackingEstimate, failed_estimate, sample_bilinear
+from geovis_ros.slam.frontend.config import FeatureConfig, TrackingConfig
+from geovis_ros.slam.frontend.keyframes import ActiveKeyframe
+from geovis_ros.slam.frontend.tracking import ImagePyramid, TrackingEstimate, failed_estimate, sample_bilinear
 
 _CORNER_BORDER_PX = 4
 _RANSAC_CONFIDENCE = 0.999

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from geovis_ros.cli import CommandError
 from geovis_ros.data.sequence import SequenceFrame
+from geovis_ros.errors import CommandError
 
 _QUEUE_FRAMES = 4  # frames in flight between the renderer and the bag writer thread
 
@@ -38,8 +38,8 @@ def _image_size(text: str) -> tuple[int, int]:
 
 
 def _add_scene_options(parser: argparse.ArgumentParser, frames: int) -> None:
-    from geovis_ros.data.synth import SCENES
-    from geovis_ros.data.trajectories import TRAJECTORY_KINDS
+    from geovis_ros.synthetic.scenes import SCENES
+    from geovis_ros.synthetic.trajectories import TRAJECTORY_KINDS
 
     parser.add_argument("--scene", choices=SCENES, default="room", help="scene (default: room)")
     parser.add_argument("--trajectory", choices=TRAJECTORY_KINDS, default="handheld",
@@ -85,7 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace) -> Any:
-    from geovis_ros.data.synth import SynthConfig, SynthConfigError
+    from geovis_ros.synthetic.scenes import SynthConfig, SynthConfigError
 
     width, height = args.size
     try:
@@ -102,7 +102,7 @@ def _frames(args: argparse.Namespace, with_flow: bool) -> Iterator[SequenceFrame
     """Rendered frames with a progress bar; configuration problems become CommandError."""
     from tqdm import tqdm
 
-    from geovis_ros.data.synth import SynthConfigError, render_sequence
+    from geovis_ros.synthetic.scenes import SynthConfigError, render_sequence
 
     config = _config(args)
     try:
@@ -183,7 +183,7 @@ def contact_sheet(frames: list[SequenceFrame]) -> NDArray[np.uint8]:
     Depth shares one colour range over all frames (2nd-98th percentile); frames without depth or
     flow show black tiles.
     """
-    from geovis_ros.eval.colorize import depth_to_color, flow_to_color
+    from geovis_ros.visualization import depth_to_color, flow_to_color
 
     finite = [f.depth[np.isfinite(f.depth)] for f in frames if f.depth is not None]
     near, far = np.percentile(np.concatenate(finite), [2, 98]) if finite else (0.0, 1.0)
@@ -215,7 +215,7 @@ def _run_preview(args: argparse.Namespace) -> int:
 
 
 def _run_bench(args: argparse.Namespace) -> int:
-    from geovis_ros.data.synth import bench_render
+    from geovis_ros.synthetic.scenes import bench_render
 
     bench_render(_config(args))
     return 0

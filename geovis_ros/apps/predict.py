@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from geovis_ros.cli import CommandError
+from geovis_ros.errors import CommandError
 
 DEFAULT_HFOV_DEG = 70.0
 

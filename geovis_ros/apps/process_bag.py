@@ -27,20 +27,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from geovis_ros.cli import CommandError
-from geovis_ros.eval.colorize import flow_to_color
+from geovis_ros.apps.run_report import format_number, timing_metrics, trajectory_metrics, write_run_outputs
+from geovis_ros.errors import CommandError
 from geovis_ros.eval.metrics_depth import DepthMetricsAccumulator
+from geovis_ros.frame import Frame, PipelineResult, PointCloud
 from geovis_ros.geometry.camera import Intrinsics
 from geovis_ros.geometry.se3 import quaternion_from_matrix
-from geovis_ros.pipeline.frame import Frame, PipelineResult, PointCloud
 from geovis_ros.pipeline.pipeline import (
     PIPELINE_PARAMETERS,
     STAGES,
     Pipeline,
     pipeline_config_from_parameters,
 )
-from geovis_ros.pipeline.run_report import format_number, timing_metrics, trajectory_metrics, write_run_outputs
-from geovis_ros.pipeline.visuals import colored_depth, frustum_lines
+from geovis_ros.visualization import colored_depth, flow_to_color, frustum_lines
 
 if TYPE_CHECKING:
     from rosbags.rosbag2 import Writer

@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from geovis_ros.errors import GeovisError
+
 TEXTURE_SIZE = 256
 """Side of every texture tile in texels (a power of two, so the mip chain ends at 1 x 1)."""
 
@@ -30,7 +32,7 @@ PROCEDURAL_KINDS = ("noise", "gradient", "stripes", "shapes", "checker", "bricks
 """The procedural texture families, in the order :func:`build_texture_bank` cycles through them."""
 
 
-class TextureError(ValueError):
+class TextureError(GeovisError, ValueError):
     """A texture folder or texture array is unusable (message names the folder or the problem)."""
 
 

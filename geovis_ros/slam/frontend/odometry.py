@@ -37,18 +37,17 @@ from __future__ import annotations
 
 import enum
 import math
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
+from geovis_ros.frame import DepthResult, FlowResult, Frame, OdometryResult, TrackingState
 from geovis_ros.geometry.se3 import invert, se3_exp, se3_log
-from geovis_ros.pipeline.config import OdometryConfig
-from geovis_ros.pipeline.features import FeatureTracker
-from geovis_ros.pipeline.frame import DepthResult, FlowResult, Frame, OdometryResult, TrackingState
-from geovis_ros.pipeline.keyframes import (
+from geovis_ros.slam.frontend.config import OdometryConfig
+from geovis_ros.slam.frontend.features import FeatureTracker
+from geovis_ros.slam.frontend.keyframes import (
     ActiveKeyframe,
     FusionStats,
     Keyframe,
@@ -56,7 +55,7 @@ from geovis_ros.pipeline.keyframes import (
     inverse_depth_prior,
     keyframe_switch_reason,
 )
-from geovis_ros.pipeline.tracking import (
+from geovis_ros.slam.frontend.tracking import (
     DirectTracker,
     ImagePyramid,
     TrackingEstimate,
@@ -446,71 +445,3 @@ class OdometryStage:
         )
 
 
-@dataclass(frozen=True)
-class OdometryBenchmark:
-    """Per-frame results and timings of :func:`run_odometry`.
-
-    Attributes:
-        results: one OdometryResult per input frame.
-        stamps_ns: (N,) int64 frame stamps.
-        milliseconds: (N,) float64 wall time of each stage call (tracking + fusion; no networks).
-        cpu_milliseconds: (N,) float64 CPU time of the process during each call (all threads; less
-            sensitive than wall time to other processes competing for the cores).
-        keyframes: number of keyframes created.
-
-    """
-
-    results: list[OdometryResult]
-    stamps_ns: NDArray[np.int64]
-    milliseconds: NDArray[np.float64]
-    cpu_milliseconds: NDArray[np.float64]
-    keyframes: int
-
-    @property
-    def poses(self) -> NDArray[np.float64]:
-        """(N, 4, 4) T_odom_camera of every frame."""
-        return np.stack([r.pose for r in self.results]) if self.results else np.zeros((0, 4, 4))
-
-    def summary(self) -> dict[str, float]:
-        """Timing percentiles (ms) and state counts."""
-        states = [r.state for r in self.results]
-        summary = {"frames": float(len(self.results))}
-        for name, values in (("ms", self.milliseconds), ("cpu_ms", self.cpu_milliseconds)):
-            summary[f"{name}_mean"] = float(np.mean(values)) if values.size else math.nan
-            summary[f"{name}_median"] = float(np.median(values)) if values.size else math.nan
-            summary[f"{name}_p90"] = float(np.percentile(values, 90)) if values.size else math.nan
-        return {
-            **summary,
-            "keyframes": float(self.keyframes),
-            "lost": float(sum(s is TrackingState.LOST for s in states)),
-        }
-
-
-def run_odometry(
-    config: OdometryConfig, inputs: Iterable[tuple[Frame, DepthResult, FlowResult | None]],
-    pose_priors: Iterable[NDArray[np.float64] | None] | None = None,
-) -> OdometryBenchmark:
-    """Run a fresh :class:`OdometryStage` over ``(frame, depth, flow)`` triples, timing every call.
-
-    ``pose_priors``: one (4, 4) T_previous_current guess (or None) per input, e.g. from the pose
-    network; None for constant velocity throughout. The timing covers the stage only (tracking,
-    fusion, keyframes, scale), not the producers of the inputs; use it as the benchmark of the
-    <= 20 ms/frame target.
-    """
-    created: list[KeyframeEvent] = []
-    stage = OdometryStage(config, on_keyframe=lambda e: created.append(e) if e.kind is KeyframeEventKind.CREATED
-                          else None)
-    results: list[OdometryResult] = []
-    stamps: list[int] = []
-    timings: list[float] = []
-    cpu_timings: list[float] = []
-    priors = iter(pose_priors) if pose_priors is not None else None
-    for frame, depth, flow in inputs:
-        prior = next(priors) if priors is not None else None
-        start, cpu_start = time.perf_counter(), time.process_time()
-        results.append(stage(frame, depth, flow, prior))
-        timings.append((time.perf_counter() - start) * 1e3)
-        cpu_timings.append((time.process_time() - cpu_start) * 1e3)
-        stamps.append(frame.stamp_ns)
-    return OdometryBenchmark(results, np.asarray(stamps, np.int64), np.asarray(timings), np.asarray(cpu_timings),
-                             len(created))

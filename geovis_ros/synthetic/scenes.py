@@ -33,15 +33,17 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from geovis_ros.data.sequence import SequenceFrame
-from geovis_ros.data.textures import PROCEDURAL_KINDS, TextureBank, build_texture_bank
-from geovis_ros.data.trajectories import (
+from geovis_ros.errors import GeovisError
+from geovis_ros.geometry.camera import Intrinsics
+from geovis_ros.synthetic.textures import PROCEDURAL_KINDS, TextureBank, build_texture_bank
+from geovis_ros.synthetic.trajectories import (
     TRAJECTORY_KINDS,
     CameraSpace,
     SmoothSignals,
     camera_trajectory,
     sweep_length,
 )
-from geovis_ros.data.world import (
+from geovis_ros.synthetic.world import (
     FACE_COUNT,
     Lighting,
     Material,
@@ -53,7 +55,6 @@ from geovis_ros.data.world import (
     shape_pose,
     signed_distance,
 )
-from geovis_ros.geometry.camera import Intrinsics
 
 SCENES = ("room", "corridor", "street", "tabletop")
 SYNTH_START_NS = 1_000_000_000
@@ -63,7 +64,7 @@ _PLACEMENT_ATTEMPTS = 200
 _PER_KIND_TEXTURES = 4
 
 
-class SynthConfigError(ValueError):
+class SynthConfigError(GeovisError, ValueError):
     """A synthetic sequence cannot be made from this configuration (message says which field)."""
 
 
@@ -73,7 +74,7 @@ class SynthConfig:
 
     Attributes:
         scene: one of :data:`SCENES`.
-        trajectory: one of :data:`~geovis_ros.data.trajectories.TRAJECTORY_KINDS`.
+        trajectory: one of :data:`~geovis_ros.synthetic.trajectories.TRAJECTORY_KINDS`.
         frames: number of frames (>= 1).
         width, height: image size in pixels (>= 8).
         seed: random seed; the whole sequence is a deterministic function of this config.
@@ -136,7 +137,7 @@ class SynthScene:
         world: shapes, body poses (body 0 static, then one body per moving object) and textures.
         camera_poses: (F, 4, 4) float64 T_world_camera per frame.
         space: the camera space the trajectory was confined to.
-        lighting: one :class:`~geovis_ros.data.world.Lighting` per frame.
+        lighting: one :class:`~geovis_ros.synthetic.world.Lighting` per frame.
 
     """
 
@@ -540,7 +541,7 @@ def build_scene(config: SynthConfig) -> SynthScene:
     Raises SynthConfigError when the configuration cannot be realised (e.g. too many moving
     objects to keep clear of the camera, or an unusable texture folder).
     """
-    from geovis_ros.data.textures import TextureError
+    from geovis_ros.synthetic.textures import TextureError
 
     streams = [np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(_STREAMS)]
     layout_rng, trajectory_rng, mover_rng, light_rng = streams[1:]

@@ -8,12 +8,16 @@ import cv2
 import numpy as np
 import pytest
 
-from geovis_ros.data.bag import BagSequence, image_msg_to_depth, image_msg_to_rgb, write_bag
+from geovis_ros.data.bag import BagSequence, open_bag_writer, write_bag
 from geovis_ros.data.image_io import DatasetError
 from geovis_ros.data.readers import open_sequence
 from geovis_ros.data.sequence import SequenceFrame
 from geovis_ros.geometry.camera import Intrinsics
 from geovis_ros.geometry.se3 import se3_exp
+from geovis_ros.ros.errors import ConversionError
+from geovis_ros.ros.image import depth_from_image, rgb8_from_image
+from geovis_ros.ros.messages import IMAGE
+from geovis_ros.ros.stamps import header_from_ns
 
 H, W = 12, 16
 K = Intrinsics(20.0, 21.0, 7.5, 5.5, W, H)
@@ -160,24 +164,27 @@ def raw_image(encoding: str, pixels: np.ndarray, bigendian: bool = False) -> Sim
 
 
 def test_image_decoders_by_encoding():
+    """The bag reader's decoders (the ros/ codecs) on duck-typed messages, as rosbags gives them."""
     rng = np.random.default_rng(8)
     rgb = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(image_msg_to_rgb(raw_image("rgb8", rgb)), rgb)
-    np.testing.assert_array_equal(image_msg_to_rgb(raw_image("bgr8", rgb[..., ::-1].copy())), rgb)
+    np.testing.assert_array_equal(rgb8_from_image(raw_image("rgb8", rgb)), rgb)
+    np.testing.assert_array_equal(rgb8_from_image(raw_image("bgr8", rgb[..., ::-1].copy())), rgb)
+    np.testing.assert_array_equal(rgb8_from_image(raw_image("8UC3", rgb[..., ::-1].copy())), rgb)
     rgba = np.concatenate([rgb, np.full((H, W, 1), 255, np.uint8)], axis=2)
-    np.testing.assert_array_equal(image_msg_to_rgb(raw_image("rgba8", rgba)), rgb)
+    np.testing.assert_array_equal(rgb8_from_image(raw_image("rgba8", rgba)), rgb)
     mono16 = rng.integers(0, 65536, (H, W)).astype(np.uint16)
-    decoded = image_msg_to_rgb(raw_image("mono16", mono16, bigendian=True))
+    decoded = rgb8_from_image(raw_image("mono16", mono16, bigendian=True))
     np.testing.assert_array_equal(decoded[..., 1], (mono16 >> 8).astype(np.uint8))
     depth_mm = np.array([[0, 1500]], np.uint16)
-    depth = image_msg_to_depth(raw_image("16UC1", depth_mm))
-    assert np.isnan(depth[0, 0]) and depth[0, 1] == pytest.approx(1.5)
-    with pytest.raises(DatasetError, match="unsupported colour encoding 'yuv422'"):
-        image_msg_to_rgb(raw_image("yuv422", rgb))
+    for encoding in ("16UC1", "mono16"):
+        depth = depth_from_image(raw_image(encoding, depth_mm))
+        assert np.isnan(depth[0, 0]) and depth[0, 1] == pytest.approx(1.5)
+    with pytest.raises(ConversionError, match="encoding 'yuv422' is not supported"):
+        rgb8_from_image(raw_image("yuv422", rgb))
     short = raw_image("rgb8", rgb)
     short.data = short.data[:-5]
-    with pytest.raises(DatasetError, match="needs step"):
-        image_msg_to_rgb(short)
+    with pytest.raises(ConversionError, match="needs height \\* step"):
+        rgb8_from_image(short)
 
 
 def test_ros1_bag_without_camera_info_names_the_topics(tmp_path):
@@ -192,3 +199,12 @@ def test_missing_rosbags_package_is_named(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "rosbags.typesys", None)  # makes the import fail
     with pytest.raises(ImportError, match="needs the 'rosbags' package"):
         write_bag(tmp_path / "bag", make_frames(1))
+
+
+def test_undecodable_image_is_a_dataset_error_naming_bag_and_topic(tmp_path):
+    with open_bag_writer(tmp_path / "bag") as bag:
+        factory = bag.factory
+        bag.write("/cam/image", 1, factory.new(IMAGE, header=header_from_ns(1, "cam", factory), height=H, width=W,
+                                               encoding="yuv422", step=2 * W, data=np.zeros(2 * W * H, np.uint8)))
+    with pytest.raises(DatasetError, match=r"bag /cam/image: Image.encoding 'yuv422' is not supported"):
+        BagSequence(tmp_path / "bag", calib=K)

@@ -32,6 +32,60 @@ def test_so3_log_near_pi_and_identity():
         np.testing.assert_allclose(se3.so3_exp(se3.so3_log(r)), r, atol=1e-6)
 
 
+def test_batch_exp_log_match_scalar_versions() -> None:
+    rng = np.random.default_rng(0)
+    twists = rng.normal(size=(40, 6))
+    twists[:4, 3:] *= 1e-9  # tiny rotations
+    twists[4, 3:] = [np.pi - 1e-6, 0.0, 0.0]  # near pi
+    twists[5, 3:] = [0.0, 0.0, 0.0]
+    poses = se3.se3_exp(twists)
+    for twist, pose in zip(twists, poses, strict=True):
+        np.testing.assert_allclose(pose, se3.se3_exp(twist), atol=1e-12)
+    logs = se3.se3_log(poses)
+    for pose, log in zip(poses, logs, strict=True):
+        np.testing.assert_allclose(log, se3.se3_log(pose), atol=1e-8)
+    # Any leading dimensions: a (2, 20) batch is the (40,) batch reshaped.
+    np.testing.assert_array_equal(se3.se3_exp(twists.reshape(2, 20, 6)), poses.reshape(2, 20, 4, 4))
+    np.testing.assert_array_equal(se3.so3_log(poses[:, :3, :3].reshape(4, 10, 3, 3)), logs[:, 3:].reshape(4, 10, 3))
+
+
+@pytest.mark.parametrize("angle", [0.0, 1e-9, 1e-8, 3e-8, 1e-7, 1e-6 * (1 - 1e-12), 1e-6, 1e-6 * (1 + 1e-12), 1e-5])
+def test_se3_exp_log_are_accurate_at_small_rotations(angle: float) -> None:
+    # Closed forms like (1 - cos t) / t^2 lose digits at small t; the round trip and the series
+    # expansion of exp to second order in the angle (exact here to ~1e-16) must both hold to rounding.
+    axis, v = np.array([0.0, 0.6, 0.8]), np.array([2.0, -1.0, 3.0])
+    xi = np.concatenate([v, angle * axis])
+    pose = se3.se3_exp(xi)
+    k = se3.skew(angle * axis)
+    expected_translation = v + k @ v / 2.0 + k @ k @ v / 6.0
+    np.testing.assert_allclose(pose[:3, 3], expected_translation, rtol=0.0, atol=1e-14)
+    np.testing.assert_allclose(se3.se3_log(pose), xi, rtol=0.0, atol=1e-14)
+
+
+def test_adjoint_moves_twists_between_frames() -> None:
+    rng = np.random.default_rng(1)
+    pose = se3.se3_exp(rng.normal(size=6))
+    twist = 1e-4 * rng.normal(size=6)
+    lhs = pose @ se3.se3_exp(twist) @ se3.invert(pose)
+    np.testing.assert_allclose(se3.se3_log(lhs), se3.se3_adjoint(pose[None])[0] @ twist, atol=1e-10)
+    np.testing.assert_array_equal(se3.se3_adjoint(pose), se3.se3_adjoint(pose[None])[0])
+
+
+def test_right_jacobian_inverse_is_the_derivative_of_log() -> None:
+    rng = np.random.default_rng(4)
+    twists = rng.normal(size=(6, 6))
+    angles = np.array([1e-7, 1e-3, 0.5, 1.0, 2.0, np.pi - 1e-2])  # below pi: log(exp(xi)) == xi
+    twists[:, 3:] *= (angles / np.linalg.norm(twists[:, 3:], axis=1))[:, None]
+    jr_inv = se3.se3_right_jacobian_inverse(twists)
+    steps = 1e-6 * np.eye(6)
+    for xi, jacobian in zip(twists, jr_inv, strict=True):
+        pose = se3.se3_exp(xi)
+        plus, minus = se3.se3_log(pose @ se3.se3_exp(steps)), se3.se3_log(pose @ se3.se3_exp(-steps))
+        numeric = (plus - minus).T / 2e-6  # column k: derivative along the k-th twist axis
+        np.testing.assert_allclose(jacobian, numeric, atol=1e-6)
+        np.testing.assert_array_equal(se3.se3_right_jacobian_inverse(xi), jacobian)
+
+
 def test_quaternion_round_trip_batch_and_sign():
     poses = np.stack([random_pose() for _ in range(20)])
     q = se3.quaternion_from_matrix(poses[:, :3, :3])

@@ -23,13 +23,13 @@ from geovis_ros.nodes.flow_node import FlowNode
 from geovis_ros.nodes.mapping_node import MappingNode
 from geovis_ros.nodes.odometry_node import OdometryNode
 from geovis_ros.nodes.pipeline_node import PipelineNode
-from geovis_ros.nodes.stage_node import keyframe_markers
 from geovis_ros.ros.camera_info import CameraCalibration, camera_info_from_calibration
 from geovis_ros.ros.compressed import compressed_from_numpy
 from geovis_ros.ros.image import depth_from_image, image_from_numpy, numpy_from_image
 from geovis_ros.ros.pointcloud import numpy_from_pointcloud
 from geovis_ros.ros.poses import matrix_from_odometry
 from geovis_ros.ros.qos import LATCHED_QOS, OUTPUT_QOS
+from geovis_ros.ros.results import keyframe_markers
 from geovis_ros.ros.stamps import ns_from_time, time_from_ns
 from geovis_ros.synthetic.scenes import SynthConfig, render_sequence
 

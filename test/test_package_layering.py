@@ -25,7 +25,7 @@ ALLOWED: dict[str, set[str]] = {
     "geometry": {"errors"},
     "visualization": {"geometry", "errors"},
     "frame": {"geometry", "errors"},
-    "data": {"geometry", "errors"},
+    "data": {"ros", "geometry", "errors"},
     "synthetic": {"data", "visualization", "geometry", "errors"},
     "models": {"geometry", "errors"},
     "inference": {"models", "geometry", "errors"},
@@ -34,7 +34,7 @@ ALLOWED: dict[str, set[str]] = {
     "slam.frontend": {"frame", "geometry", "errors"},
     "slam.backend": {"slam.frontend", "frame", "geometry", "errors"},
     "pipeline": {"slam.backend", "slam.frontend", "inference", "models", "frame", "geometry", "errors"},
-    "ros": {"geometry", "errors"},
+    "ros": {"frame", "visualization", "geometry", "errors"},
     "nodes": {"ros", "pipeline", "frame", "data", "visualization", "geometry", "errors"},
     "apps": {"nodes", "ros", "pipeline", "slam.backend", "slam.frontend", "training", "eval", "inference",
              "models", "synthetic", "data", "frame", "visualization", "geometry", "errors"},
@@ -51,8 +51,10 @@ def _imports(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names.add(node.module)
             # `from geovis_ros.pkg import module` imports a module too.
-            names.update(f"{node.module}.{alias.name}" for alias in node.names
-                         if (PACKAGE.parent / f"{node.module}.{alias.name}".replace(".", "/")).with_suffix(".py").exists())
+            for alias in node.names:
+                submodule = f"{node.module}.{alias.name}"
+                if (PACKAGE.parent / submodule.replace(".", "/")).with_suffix(".py").exists():
+                    names.add(submodule)
         elif isinstance(node, ast.ImportFrom):
             raise AssertionError(f"{path}: relative import; write geovis_ros.<module> in full")
     return names

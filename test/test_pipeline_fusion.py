@@ -21,7 +21,7 @@ from geovis_ros.slam.frontend.keyframes import (
     keyframe_switch_reason,
 )
 from geovis_ros.slam.frontend.odometry import KeyframeEventKind, MetricScaleFilter, OdometryStage
-from geovis_ros.slam.frontend.tracking import ImagePyramid
+from geovis_ros.slam.frontend.pyramid import ImagePyramid
 
 TRACKING = TrackingConfig()
 FUSION = FusionConfig()

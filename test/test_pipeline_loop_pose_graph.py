@@ -5,16 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from geovis_ros.geometry.se3 import invert, se3_exp, se3_log
+from geovis_ros.geometry.se3 import invert, se3_exp
 from geovis_ros.slam.backend.pose_graph import (
     PoseGraph,
     PoseGraphConfig,
     PoseGraphEdge,
     PoseGraphError,
     RobustKernel,
-    adjoint_batch,
-    se3_exp_batch,
-    se3_log_batch,
 )
 
 INFO = np.diag([400.0] * 3 + [4000.0] * 3)
@@ -23,28 +20,6 @@ INFO = np.diag([400.0] * 3 + [4000.0] * 3)
 def _circle(n: int, radius: float = 3.0) -> list[np.ndarray]:
     """Poses around a circle, looking outwards-ish, rotating about the camera y axis."""
     return [se3_exp([0, 0, 0, 0, 2 * np.pi * k / n, 0]) @ se3_exp([0, 0, -radius, 0, 0, 0]) for k in range(n)]
-
-
-def test_batch_exp_log_match_scalar_versions() -> None:
-    rng = np.random.default_rng(0)
-    twists = rng.normal(size=(40, 6))
-    twists[:4, 3:] *= 1e-9  # tiny rotations
-    twists[4, 3:] = [np.pi - 1e-6, 0.0, 0.0]  # near pi
-    twists[5, 3:] = [0.0, 0.0, 0.0]
-    poses = se3_exp_batch(twists)
-    for twist, pose in zip(twists, poses, strict=True):
-        np.testing.assert_allclose(pose, se3_exp(twist), atol=1e-12)
-    logs = se3_log_batch(poses)
-    for pose, log in zip(poses, logs, strict=True):
-        np.testing.assert_allclose(log, se3_log(pose), atol=1e-8)
-
-
-def test_adjoint_moves_twists_between_frames() -> None:
-    rng = np.random.default_rng(1)
-    pose = se3_exp(rng.normal(size=6))
-    twist = 1e-4 * rng.normal(size=6)
-    lhs = pose @ se3_exp(twist) @ invert(pose)
-    np.testing.assert_allclose(se3_log(lhs), adjoint_batch(pose[None])[0] @ twist, atol=1e-10)
 
 
 def test_gradient_matches_numerical_derivative_of_cost() -> None:

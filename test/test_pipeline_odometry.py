@@ -13,9 +13,13 @@ from geovis_ros.eval.metrics_traj import ate
 from geovis_ros.eval.simulated_depth import network_like_depth
 from geovis_ros.frame import DepthResult, Frame, OdometryResult, TrackingState
 from geovis_ros.geometry.se3 import invert, rotation_angle, se3_log
+from geovis_ros.pipeline.keyframe_feed import KeyframeFeed
+from geovis_ros.slam.backend.slam_backend import BackendConfig, SlamBackend
 from geovis_ros.slam.frontend.config import OdometryConfig, TrackingConfig
+from geovis_ros.slam.frontend.estimate import TrackingFailure
 from geovis_ros.slam.frontend.odometry import KeyframeEventKind, OdometryStage
-from geovis_ros.slam.frontend.tracking import DirectTracker, ImagePyramid, TrackingReference, orthonormalized
+from geovis_ros.slam.frontend.pyramid import ImagePyramid
+from geovis_ros.slam.frontend.tracking import DirectTracker, TrackingReference, orthonormalized
 
 DIRECT = OdometryConfig()
 FEATURES = OdometryConfig(method="features", fusion=dataclasses.replace(DIRECT.fusion, enabled=False))
@@ -172,6 +176,16 @@ def test_black_frames_are_lost_then_tracking_recovers(method):
     assert all(s is TrackingState.TRACKING for s in states[14:])
 
 
+def test_direct_tracker_reports_a_textureless_frame_as_a_typed_failure():
+    seq = rendered(frames=2)
+    cfg = TrackingConfig()
+    reference = TrackingReference(ImagePyramid.build(seq.rgb[0], seq.intrinsics, cfg), cfg, np.random.default_rng(0))
+    black = ImagePyramid.build(np.zeros_like(seq.rgb[1]), seq.intrinsics, cfg)
+    estimate = DirectTracker(cfg).track(reference, black, np.eye(4))
+    assert not estimate.success and estimate.failure is TrackingFailure.TEXTURELESS
+    assert estimate.failure.value == "textureless frame"
+
+
 def test_frozen_camera_does_not_drift():
     seq = rendered()
     stage = OdometryStage(DIRECT)
@@ -268,6 +282,25 @@ def test_keyframe_events_and_snapshot():
     assert snapshot.confident_mask(0.1).any()
     snapshot.inverse_depth[:] = 0  # a copy: the stage is unaffected
     assert np.isfinite(stage.keyframe.depth).any()
+
+
+def test_keyframe_feed_hands_each_finished_keyframe_to_the_backend_once():
+    seq = rendered(frames=16)
+    stage = OdometryStage(DIRECT)
+    handed = []
+    feed = KeyframeFeed(stage, SlamBackend(BackendConfig(loop=None)), handed.append)
+    finalized = []
+    stage.add_keyframe_listener(lambda e: finalized.append(e.keyframe.id) if e.kind is KeyframeEventKind.FINALIZED
+                                else None)
+    for index in range(len(seq.rgb)):
+        stage(seq.frame(index), exact_depth(seq.depth[index], seq.intrinsics))
+        pending = len(finalized) - len(handed)
+        assert feed.flush() == pending and feed.flush() == 0  # each keyframe once
+        assert [k.id for k in handed] == finalized
+    assert finalized, "the sequence should finish at least one keyframe"
+    assert feed.flush(include_active=True) == 1 and feed.flush(include_active=True) == 0
+    assert [k.id for k in handed] == [*finalized, stage.keyframe.id]
+    assert feed.backend.keyframe_count == len(handed) and feed.loops == 0
 
 
 def test_reset_starts_a_new_odometry_frame():

@@ -47,10 +47,11 @@ from geovis_ros.eval.metrics_traj import AssociateBy, TrajectoryEvalError, evalu
 from geovis_ros.frame import DepthResult, Frame, OdometryResult, TrackingState
 from geovis_ros.geometry.camera import CameraModelError
 from geovis_ros.geometry.se3 import invert
+from geovis_ros.pipeline.keyframe_feed import KeyframeFeed
 from geovis_ros.slam.backend.slam_backend import BackendConfig, SlamBackend
 from geovis_ros.slam.frontend.config import MOTION_PRIORS, OdometryConfig, odometry_config_for
 from geovis_ros.slam.frontend.keyframes import Keyframe
-from geovis_ros.slam.frontend.odometry import KeyframeEventKind, OdometryStage
+from geovis_ros.slam.frontend.odometry import OdometryStage
 
 DepthSource = Literal["network", "gt"]
 DepthEstimator = Callable[[Frame, SequenceFrame], DepthResult]
@@ -215,28 +216,19 @@ def run_odometry_over(
 
     """
     backend = SlamBackend(backend_config or BackendConfig())
-    finished: list[Keyframe] = []
-    stage = OdometryStage(
-        odometry_config or OdometryConfig(),
-        on_keyframe=lambda event: finished.append(event.keyframe)
-        if event.kind is KeyframeEventKind.FINALIZED else None,
-    )
+    stage = OdometryStage(odometry_config or OdometryConfig())
     names: dict[int, str] = {}  # stamp -> frame name, for keyframe file names
+
+    def report(keyframe: Keyframe) -> None:
+        if on_keyframe is not None:
+            on_keyframe(keyframe, names.get(keyframe.stamp_ns, f"keyframe_{keyframe.id:06d}"))
+
+    feed = KeyframeFeed(stage, backend, report)
     frame_names: list[str] = []
     stamps: list[int] = []
     results: list[OdometryResult] = []
     gt: list[NDArray[np.float64] | None] = []
-    loops = 0
     seconds = {"depth": 0.0, "odometry": 0.0, "backend": 0.0}
-
-    def hand_over(keyframe: Keyframe) -> None:
-        nonlocal loops
-        update = backend.add_keyframe(keyframe.id, keyframe.pose, keyframe.image, keyframe.depth,
-                                      keyframe.depth_std, keyframe.intrinsics, keyframe.relative_covariance)
-        loops += len(update.loops)
-        if on_keyframe is not None:
-            on_keyframe(keyframe, names.get(keyframe.stamp_ns, f"keyframe_{keyframe.id:06d}"))
-
     for item in frames:
         frame = Frame(item.stamp_ns, item.rgb, item.intrinsics)
         names[item.stamp_ns] = item.name
@@ -246,9 +238,7 @@ def run_odometry_over(
         middle = time.perf_counter()
         results.append(stage(frame, depth, pose_prior=pose_prior))
         end = time.perf_counter()
-        for keyframe in finished:
-            hand_over(keyframe)
-        finished.clear()
+        feed.flush()
         seconds["depth"] += middle - start
         seconds["odometry"] += end - middle
         seconds["backend"] += time.perf_counter() - end
@@ -257,8 +247,7 @@ def run_odometry_over(
         gt.append(None if item.pose is None else np.asarray(item.pose, dtype=np.float64))
         if progress is not None:
             progress()
-    if stage.keyframe is not None:  # the keyframe still being refined: its depth is as good as it gets
-        hand_over(stage.keyframe)
+    feed.flush(include_active=True)  # the keyframe still being refined: its depth is as good as it gets
     known = set(backend.keyframe_poses())
     corrected = [backend.correct(r.pose, r.keyframe_id) if r.keyframe_id in known else r.pose for r in results]
     count = max(len(results), 1)
@@ -269,7 +258,7 @@ def run_odometry_over(
         poses=np.stack(corrected) if corrected else np.zeros((0, 4, 4)),
         gt_poses=np.stack(gt) if gt and all(pose is not None for pose in gt) else None,  # type: ignore[arg-type]
         keyframes=backend.keyframe_count,
-        loops=loops,
+        loops=feed.loops,
         timings_ms={name: 1e3 * value / count for name, value in seconds.items()},
     )
     return run, backend

@@ -22,33 +22,33 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from geovis_ros.apps.run_report import format_number, timing_metrics, trajectory_metrics, write_run_outputs
+from geovis_ros.data.bag import STORAGES, BagSequence, BagWriter, open_bag_writer
+from geovis_ros.data.image_io import DatasetError
 from geovis_ros.errors import CommandError
 from geovis_ros.eval.metrics_depth import DepthMetricsAccumulator
 from geovis_ros.frame import Frame, PipelineResult, PointCloud
 from geovis_ros.geometry.camera import Intrinsics
-from geovis_ros.geometry.se3 import quaternion_from_matrix
 from geovis_ros.pipeline.pipeline import (
     PIPELINE_PARAMETERS,
     STAGES,
     Pipeline,
     pipeline_config_from_parameters,
 )
-from geovis_ros.visualization import colored_depth, flow_to_color, frustum_lines
-
-if TYPE_CHECKING:
-    from rosbags.rosbag2 import Writer
+from geovis_ros.ros.messages import TF_MESSAGE
+from geovis_ros.ros.poses import path_from_matrices
+from geovis_ros.ros.results import OUTPUT_GROUPS, frame_messages, map_messages, output_topics
+from geovis_ros.ros.stamps import header_from_ns
 
 # Parameters process-bag reads besides the pipeline's own (PIPELINE_PARAMETERS).
 OUTPUT_PARAMETERS = ("publish_depth", "publish_points", "publish_flow", "publish_colored", "publish_tf",
                      "camera_frame", "map_rate")
 DEFAULT_MAP_RATE_HZ = 1.0
-STORAGES = ("sqlite3", "mcap")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -94,165 +94,51 @@ def pipeline_stages(values: dict[str, Any]) -> tuple[str, ...]:
 
 
 class BagOutput:
-    """Writes pipeline results as ROS 2 messages into an open rosbags Writer (topic connections on first use)."""
+    """Writes pipeline results into an open bag: the messages pipeline_node publishes, by the same mapping.
 
-    def __init__(self, writer: Writer, namespace: str, odom_frame: str, switches: dict[str, bool]) -> None:
-        from geovis_ros.data.bag import jazzy_typestore
+    Relative topic names go into ``namespace``; the odometry transform goes to ``/tf`` as a
+    TFMessage when ``switches["publish_tf"]`` is on.
+    """
 
-        self.typestore = jazzy_typestore()
-        self.types = self.typestore.types
-        self.writer = writer
+    def __init__(self, bag: BagWriter, namespace: str, odom_frame: str, switches: dict[str, bool]) -> None:
+        self.bag = bag
+        self.factory = bag.factory
         self.namespace = namespace.rstrip("/")
         self.odom_frame = odom_frame
-        self.switches = switches
-        self._connections: dict[str, Any] = {}
-        self.messages_written = 0
+        self.topics = output_topics(OUTPUT_GROUPS, switches) + (["tf"] if switches["publish_tf"] else [])
 
-    # -- message building -----------------------------------------------------------------
-    def header(self, stamp_ns: int, frame_id: str) -> Any:
-        """std_msgs/Header."""
-        seconds, nanoseconds = divmod(int(stamp_ns), 1_000_000_000)
-        return self.types["std_msgs/msg/Header"](
-            stamp=self.types["builtin_interfaces/msg/Time"](sec=seconds, nanosec=nanoseconds), frame_id=frame_id)
-
-    def image(self, header: Any, pixels: NDArray[Any], encoding: str) -> Any:
-        """sensor_msgs/Image of (H, W[, C]) pixels, little endian, no row padding."""
-        data = np.ascontiguousarray(pixels).view(np.uint8).reshape(-1)
-        height, width = pixels.shape[:2]
-        return self.types["sensor_msgs/msg/Image"](header=header, height=height, width=width, encoding=encoding,
-                                                   is_bigendian=0, step=data.size // height, data=data)
-
-    def camera_info(self, header: Any, k: Intrinsics) -> Any:
-        """sensor_msgs/CameraInfo of pinhole intrinsics (plumb_bob, no distortion)."""
-        projection = np.zeros((3, 4))
-        projection[:, :3] = k.matrix
-        roi = self.types["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0,
-                                                             do_rectify=False)
-        return self.types["sensor_msgs/msg/CameraInfo"](
-            header=header, height=k.height, width=k.width, distortion_model="plumb_bob", d=np.zeros(5),
-            k=k.matrix.reshape(-1), r=np.eye(3).reshape(-1), p=projection.reshape(-1), binning_x=0, binning_y=0,
-            roi=roi)
-
-    def pointcloud(self, header: Any, cloud: PointCloud) -> Any:
-        """sensor_msgs/PointCloud2 with float32 x, y, z and packed 0x00RRGGBB rgb (16 bytes per point)."""
-        layout = np.dtype({"names": ["x", "y", "z", "rgb"], "formats": ["<f4", "<f4", "<f4", "<u4"],
-                           "offsets": [0, 4, 8, 12]})
-        points = np.empty(len(cloud.xyz), layout)
-        for axis, name in enumerate("xyz"):
-            points[name] = cloud.xyz[:, axis]
-        rgb = cloud.rgb.astype(np.uint32)
-        points["rgb"] = (rgb[:, 0] << 16) | (rgb[:, 1] << 8) | rgb[:, 2]
-        field = self.types["sensor_msgs/msg/PointField"]
-        fields = [field(name=name, offset=offset, datatype=7, count=1)  # 7 = FLOAT32 (rgb: packed bits)
-                  for name, offset in (("x", 0), ("y", 4), ("z", 8), ("rgb", 12))]
-        return self.types["sensor_msgs/msg/PointCloud2"](
-            header=header, height=1, width=len(points), fields=fields, is_bigendian=False, point_step=16,
-            row_step=16 * len(points), data=points.view(np.uint8).reshape(-1),
-            is_dense=bool(np.isfinite(cloud.xyz).all()))
-
-    def pose(self, matrix: NDArray[np.float64]) -> Any:
-        """geometry_msgs/Pose of a 4x4 pose."""
-        t = self.types
-        x, y, z = (float(v) for v in matrix[:3, 3])
-        qx, qy, qz, qw = (float(v) for v in quaternion_from_matrix(matrix[:3, :3]))
-        return t["geometry_msgs/msg/Pose"](position=t["geometry_msgs/msg/Point"](x=x, y=y, z=z),
-                                           orientation=t["geometry_msgs/msg/Quaternion"](x=qx, y=qy, z=qz, w=qw))
-
-    def vector(self, values: NDArray[np.float64]) -> Any:
-        """geometry_msgs/Vector3."""
-        return self.types["geometry_msgs/msg/Vector3"](x=float(values[0]), y=float(values[1]), z=float(values[2]))
-
-    # -- writing ------------------------------------------------------------------------------
-    def write(self, topic: str, msgtype: str, stamp_ns: int, msg: Any) -> None:
-        """Serialize ``msg`` (CDR) on ``topic`` (relative names go into the namespace)."""
-        name = topic if topic.startswith("/") else f"{self.namespace}/{topic}"
-        if name not in self._connections:
-            self._connections[name] = self.writer.add_connection(name, msgtype, typestore=self.typestore)
-        self.writer.write(self._connections[name], int(stamp_ns), self.typestore.serialize_cdr(msg, msgtype))
-        self.messages_written += 1
+    def write(self, topic: str, stamp_ns: int, msg: Any) -> None:
+        """Write ``msg`` on ``topic`` (relative names go into the namespace), stamped ``stamp_ns``."""
+        self.bag.write(topic if topic.startswith("/") else f"{self.namespace}/{topic}", stamp_ns, msg)
 
     def write_result(self, result: PipelineResult) -> None:
-        """Every per-frame topic of one result that its switch allows."""
-        frame, on = result.frame, self.switches
-        stamp = frame.stamp_ns
-        header = self.header(stamp, frame.frame_id)
-        image_type = "sensor_msgs/msg/Image"
-        if result.depth is not None:
-            if on["publish_depth"]:
-                self.write("depth", image_type, stamp, self.image(header, result.depth.depth, "32FC1"))
-                self.write("depth/uncertainty", image_type, stamp, self.image(header, result.depth.std, "32FC1"))
-                self.write("depth/camera_info", "sensor_msgs/msg/CameraInfo", stamp,
-                           self.camera_info(header, frame.intrinsics))
-            if on["publish_colored"]:
-                self.write("depth/colored", image_type, stamp,
-                           self.image(header, colored_depth(result.depth.depth), "rgb8"))
-        if result.points is not None and on["publish_points"]:
-            self.write("points", "sensor_msgs/msg/PointCloud2", stamp, self.pointcloud(header, result.points))
-        if result.flow is not None and on["publish_flow"]:
-            self.write("flow", image_type, stamp, self.image(header, result.flow.flow, "32FC2"))
-            if on["publish_colored"]:
-                self.write("flow/colored", image_type, stamp, self.image(header, flow_to_color(result.flow.flow),
-                                                                          "rgb8"))
-        if result.odometry is not None:
-            self._write_odometry(result, header)
-
-    def _write_odometry(self, result: PipelineResult, header: Any) -> None:
-        t, odometry, stamp = self.types, result.odometry, result.frame.stamp_ns
-        assert odometry is not None
-        odom_header = self.header(stamp, self.odom_frame)
-        msg = t["nav_msgs/msg/Odometry"](
-            header=odom_header, child_frame_id=header.frame_id,
-            pose=t["geometry_msgs/msg/PoseWithCovariance"](pose=self.pose(odometry.pose),
-                                                           covariance=odometry.covariance.reshape(-1).copy()),
-            twist=t["geometry_msgs/msg/TwistWithCovariance"](
-                twist=t["geometry_msgs/msg/Twist"](linear=self.vector(odometry.velocity[:3]),
-                                                   angular=self.vector(odometry.velocity[3:])),
-                covariance=np.zeros(36)))
-        self.write("odom", "nav_msgs/msg/Odometry", stamp, msg)
-        if self.switches["publish_tf"]:
-            transform = t["geometry_msgs/msg/Transform"](translation=self.vector(odometry.pose[:3, 3]),
-                                                         rotation=self.pose(odometry.pose).orientation)
-            stamped = t["geometry_msgs/msg/TransformStamped"](header=odom_header, child_frame_id=header.frame_id,
-                                                              transform=transform)
-            self.write("/tf", "tf2_msgs/msg/TFMessage", stamp, t["tf2_msgs/msg/TFMessage"](transforms=[stamped]))
+        """Every per-frame message of one result that its switch allows."""
+        stamp = result.frame.stamp_ns
+        header = header_from_ns(stamp, result.frame.frame_id, self.factory)
+        messages = frame_messages(result, header, self.odom_frame, self.topics, factory=self.factory)
+        transform = messages.pop("tf", None)
+        for topic, msg in messages.items():
+            self.write(topic, stamp, msg)
+        if transform is not None:
+            self.write("/tf", stamp, self.factory.new(TF_MESSAGE, transforms=[transform]))
 
     def write_path(self, stamps_ns: list[int], poses: list[NDArray[np.float64]]) -> None:
         """nav_msgs/Path of the whole trajectory, stamped with its last pose."""
         if not stamps_ns:
             return
-        t = self.types
-        stamped = [t["geometry_msgs/msg/PoseStamped"](header=self.header(s, self.odom_frame), pose=self.pose(p))
-                   for s, p in zip(stamps_ns, poses, strict=True)]
-        self.write("path", "nav_msgs/msg/Path", stamps_ns[-1],
-                   t["nav_msgs/msg/Path"](header=self.header(stamps_ns[-1], self.odom_frame), poses=stamped))
+        header = header_from_ns(stamps_ns[-1], self.odom_frame, self.factory)
+        self.write("path", stamps_ns[-1], path_from_matrices(np.array(poses), stamps_ns, header, self.factory))
 
     def write_map(self, stamp_ns: int, cloud: PointCloud, keyframe_poses: dict[int, NDArray[np.float64]],
                   intrinsics: Intrinsics) -> None:
         """The map cloud and the keyframe frustums (one LINE_LIST marker)."""
-        t = self.types
-        header = self.header(stamp_ns, self.odom_frame)
-        self.write("map", "sensor_msgs/msg/PointCloud2", stamp_ns, self.pointcloud(header, cloud))
-        lines = frustum_lines(np.array([keyframe_poses[k] for k in sorted(keyframe_poses)]), intrinsics)
-        marker = t["visualization_msgs/msg/Marker"](
-            header=header, ns="keyframes", id=0, type=5, action=0,  # LINE_LIST, ADD
-            pose=self.pose(np.eye(4)), scale=self.vector(np.array([0.01, 0.0, 0.0])),
-            color=t["std_msgs/msg/ColorRGBA"](r=1.0, g=0.6, b=0.0, a=1.0),
-            lifetime=t["builtin_interfaces/msg/Duration"](sec=0, nanosec=0), frame_locked=False,
-            points=[t["geometry_msgs/msg/Point"](x=float(x), y=float(y), z=float(z)) for x, y, z in lines],
-            colors=[], texture_resource="",
-            texture=t["sensor_msgs/msg/CompressedImage"](header=header, format="", data=np.zeros(0, np.uint8)),
-            uv_coordinates=[], text="", mesh_resource="",
-            mesh_file=t["visualization_msgs/msg/MeshFile"](filename="", data=np.zeros(0, np.uint8)),
-            mesh_use_embedded_materials=False)
-        self.write("keyframes", "visualization_msgs/msg/MarkerArray", stamp_ns,
-                   t["visualization_msgs/msg/MarkerArray"](markers=[marker]))
+        header = header_from_ns(stamp_ns, self.odom_frame, self.factory)
+        for topic, msg in map_messages(cloud, keyframe_poses, intrinsics, header, self.factory).items():
+            self.write(topic, stamp_ns, msg)
 
 
 def run(args: argparse.Namespace) -> int:
     """Process the bag, write OUT with the outputs and the report."""
-    from geovis_ros.data.bag import BagSequence
-    from geovis_ros.data.image_io import DatasetError
-
     if args.max_frames is not None and args.max_frames < 1:
         raise CommandError(f"--max-frames must be >= 1, got {args.max_frames}")
     if args.output.exists():
@@ -276,14 +162,11 @@ def run(args: argparse.Namespace) -> int:
     pipeline = Pipeline(config)
     print(f"geovis process-bag: {args.input} ({sequence.image_topic}, {total} frames) -> {args.output} "
           f"[stages: {', '.join(config.stages)}]")
-    from rosbags.rosbag2 import StoragePlugin, Writer
-
-    plugin = StoragePlugin.SQLITE3 if args.storage == "sqlite3" else StoragePlugin.MCAP
     run_state = _RunState()
     started = time.perf_counter()
     try:
-        with Writer(args.output, version=9, storage_plugin=plugin) as writer:
-            output = BagOutput(writer, args.namespace, config.odom_frame, switches)
+        with open_bag_writer(args.output, args.storage) as bag:
+            output = BagOutput(bag, args.namespace, config.odom_frame, switches)
             with _progress(total) as advance:
                 for index, item in enumerate(sequence):
                     if index >= total:
@@ -295,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(str(err)) from None
     metrics, evaluation = run_state.metrics(pipeline)
     metrics["elapsed_s"] = time.perf_counter() - started
-    metrics["messages_written"] = output.messages_written
+    metrics["messages_written"] = bag.messages_written
     details = [f"Input `{args.input}` ({sequence.image_topic}), output bag `{args.output}` ({args.storage}), "
                f"stages {', '.join(config.stages)}, backend {metrics['backend']}.",
                "ATE: SE(3) alignment, no scale correction (n/a without ground-truth odometry in the bag). "

@@ -1,7 +1,8 @@
 """ROS bag I/O without ROS: write ROS 2 bags (sqlite3 / mcap) and read ROS 1 and ROS 2 bags.
 
 Uses the ``rosbags`` package (pure Python, its own message typestore and CDR/ROS 1 serialisers),
-imported lazily. Messages are built for ROS 2 Jazzy.
+imported lazily. Messages are built for ROS 2 Jazzy, and encoded and decoded by the same
+conversions as the nodes' (:mod:`geovis_ros.ros`), through a rosbags message factory.
 
 Written bags hold, per frame (all stamped with the frame's capture time):
 
@@ -10,64 +11,55 @@ Written bags hold, per frame (all stamped with the frame's capture time):
 - ``gt_topic``: ``nav_msgs/Odometry`` in frame ``odom`` with child_frame_id = ``frame_id`` and
   pose = T_odom_camera (OpenCV optical frame), for frames that have a pose;
 - ``depth_topic`` (``with_depth=True``): ``sensor_msgs/Image`` 32FC1, metres, NaN = invalid.
-
-The image-message decoders are duck-typed (fields height, width, encoding, is_bigendian, step,
-data / format, data) so they work on rosbags messages and on rclpy messages alike.
 """
 
 from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-import cv2
 import numpy as np
 from numpy.typing import NDArray
 
 from geovis_ros.data.calibration import CalibrationSource, load_calibration
 from geovis_ros.data.frame_source import associate_nearest, check_frame
-from geovis_ros.data.image_io import DatasetError, to_rgb8
+from geovis_ros.data.image_io import DatasetError
 from geovis_ros.data.sequence import SequenceFrame
-from geovis_ros.geometry.camera import CameraModelError, Intrinsics
-from geovis_ros.geometry.se3 import pose_from_translation_quaternion, quaternion_from_matrix
+from geovis_ros.geometry.camera import Intrinsics
+from geovis_ros.ros.camera_info import CameraCalibration, calibration_from_camera_info, camera_info_from_calibration
+from geovis_ros.ros.compressed import rgb8_from_compressed
+from geovis_ros.ros.errors import ConversionError
+from geovis_ros.ros.image import depth_from_image, image_from_depth, image_from_numpy, rgb8_from_image
+from geovis_ros.ros.messages import (
+    CAMERA_INFO,
+    COMPRESSED_IMAGE,
+    IMAGE,
+    ODOMETRY,
+    Message,
+    RosbagsMessageFactory,
+)
+from geovis_ros.ros.poses import matrix_from_stamped_pose, odometry_from_matrix
+from geovis_ros.ros.stamps import header_from_ns, ns_from_time
 
 if TYPE_CHECKING:
     from rosbags.highlevel import AnyReader
     from rosbags.interfaces import Connection
+    from rosbags.rosbag2 import Writer
     from rosbags.typesys.store import Typestore
 
-IMAGE_TYPE = "sensor_msgs/msg/Image"
-COMPRESSED_IMAGE_TYPE = "sensor_msgs/msg/CompressedImage"
-CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
-ODOMETRY_TYPE = "nav_msgs/msg/Odometry"
-POSE_TYPES = (ODOMETRY_TYPE, "geometry_msgs/msg/PoseStamped", "geometry_msgs/msg/PoseWithCovarianceStamped")
+POSE_TYPES = (ODOMETRY, "geometry_msgs/msg/PoseStamped", "geometry_msgs/msg/PoseWithCovarianceStamped")
 STORAGES = ("sqlite3", "mcap")
 ROSBAG2_VERSION: Literal[9] = 9
 """rosbag2 metadata version written by ROS 2 Jazzy."""
 MAX_TIME_DIFFERENCE_S = 0.02
+# The distortion written with the intrinsics: plumb_bob, all zero (an ideal pinhole).
+_NO_DISTORTION = ("plumb_bob", (0.0,) * 5)
 
-# encoding -> (dtype, channels, OpenCV conversion to RGB or None when already RGB)
-_COLOUR_ENCODINGS: dict[str, tuple[type[np.generic], int, int | None]] = {
-    "rgb8": (np.uint8, 3, None),
-    "bgr8": (np.uint8, 3, cv2.COLOR_BGR2RGB),
-    "8UC3": (np.uint8, 3, cv2.COLOR_BGR2RGB),
-    "rgba8": (np.uint8, 4, cv2.COLOR_RGBA2RGB),
-    "bgra8": (np.uint8, 4, cv2.COLOR_BGRA2RGB),
-    "mono8": (np.uint8, 1, cv2.COLOR_GRAY2RGB),
-    "8UC1": (np.uint8, 1, cv2.COLOR_GRAY2RGB),
-    "mono16": (np.uint16, 1, cv2.COLOR_GRAY2RGB),
-}
-# encoding -> (dtype, metres per unit)
-_DEPTH_ENCODINGS: dict[str, tuple[type[np.generic], float]] = {
-    "32FC1": (np.float32, 1.0),
-    "16UC1": (np.uint16, 1e-3),
-    "mono16": (np.uint16, 1e-3),
-}
+_Decoded = TypeVar("_Decoded")
 
 
 def _import_error(err: ImportError) -> ImportError:
@@ -83,139 +75,50 @@ def jazzy_typestore() -> Typestore:
     return get_typestore(Stores.ROS2_JAZZY)
 
 
-# --------------------------------------------------------------------------------------- decoding
-
-
-def _pixel_array(msg: Any, dtype: type[np.generic], channels: int, where: str) -> NDArray[Any]:
-    """(H, W, C) array of a raw image message, honouring ``step`` (row padding) and endianness."""
-    height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    item = np.dtype(dtype).itemsize
-    row_bytes = width * channels * item
-    data = np.frombuffer(msg.data, np.uint8)  # bytes, array.array (rclpy) or ndarray (rosbags)
-    if step < row_bytes or data.size < step * height:
-        raise DatasetError(
-            f"{where}: {msg.encoding} image {width}x{height} needs step >= {row_bytes} and "
-            f"{step * height} bytes, got step {step} and {data.size} bytes"
-        )
-    rows = np.ascontiguousarray(data[: step * height].reshape(height, step)[:, :row_bytes])
-    wire = np.dtype(dtype).newbyteorder(">" if msg.is_bigendian else "<")
-    return rows.view(wire).reshape(height, width, channels).astype(dtype)
-
-
-def image_msg_to_rgb(msg: Any, where: str = "image") -> NDArray[np.uint8]:
-    """(H, W, 3) uint8 RGB from a ``sensor_msgs/Image`` in rgb8, bgr8, rgba8, bgra8, mono8 or mono16."""
-    entry = _COLOUR_ENCODINGS.get(msg.encoding)
-    if entry is None:
-        raise DatasetError(
-            f"{where}: unsupported colour encoding {msg.encoding!r} (supported: {', '.join(_COLOUR_ENCODINGS)})"
-        )
-    dtype, channels, conversion = entry
-    pixels = _pixel_array(msg, dtype, channels, where)
-    if dtype == np.uint16:
-        pixels = (pixels >> 8).astype(np.uint8)
-    pixels = pixels[..., 0] if channels == 1 else pixels
-    return np.array(pixels if conversion is None else cv2.cvtColor(pixels, conversion), dtype=np.uint8)
-
-
-def compressed_msg_to_rgb(msg: Any, where: str = "image") -> NDArray[np.uint8]:
-    """(H, W, 3) uint8 RGB from a ``sensor_msgs/CompressedImage`` (jpeg or png)."""
-    if "compresseddepth" in msg.format.lower():
-        raise DatasetError(f"{where}: compressedDepth images are not colour images (format {msg.format!r})")
-    image = cv2.imdecode(np.frombuffer(msg.data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise DatasetError(f"{where}: cannot decode compressed image (format {msg.format!r})")
-    return to_rgb8(image, where)
-
-
-def image_msg_to_depth(msg: Any, where: str = "depth") -> NDArray[np.float32]:
-    """(H, W) float32 depth in metres (NaN invalid) from a 32FC1 (m) or 16UC1 / mono16 (mm) image."""
-    entry = _DEPTH_ENCODINGS.get(msg.encoding)
-    if entry is None:
-        raise DatasetError(
-            f"{where}: unsupported depth encoding {msg.encoding!r} (supported: {', '.join(_DEPTH_ENCODINGS)})"
-        )
-    dtype, metres_per_unit = entry
-    raw = _pixel_array(msg, dtype, 1, where)[..., 0]
-    depth = raw.astype(np.float32) * np.float32(metres_per_unit)
-    depth[~(np.isfinite(depth) & (depth > 0))] = np.nan
-    return depth
-
-
-def _stamp_ns(msg: Any) -> int:
-    stamp = msg.header.stamp
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
-
-
-def _pose_of(msg: Any) -> NDArray[np.float64]:
-    """T_frame_child (4, 4) of an Odometry / PoseStamped / PoseWithCovarianceStamped message."""
-    pose = msg.pose.pose if hasattr(msg.pose, "pose") else msg.pose
-    p, q = pose.position, pose.orientation
-    return pose_from_translation_quaternion([p.x, p.y, p.z], [q.x, q.y, q.z, q.w])
-
-
-def _camera_info_intrinsics(msg: Any, width: int, height: int, where: str) -> Intrinsics:
-    """Intrinsics from CameraInfo K (ROS 2 ``k``, ROS 1 ``K``); its size, else the image's."""
-    k = np.asarray(msg.k if hasattr(msg, "k") else msg.K, dtype=np.float64).reshape(3, 3)
-    size = (int(msg.width), int(msg.height)) if msg.width and msg.height else (width, height)
-    if size != (width, height):
-        raise DatasetError(f"{where}: CameraInfo is for {size[0]}x{size[1]} but images are {width}x{height}")
-    try:
-        return Intrinsics.from_matrix(k, width, height)
-    except CameraModelError as err:
-        raise DatasetError(f"{where}: CameraInfo K is not a usable calibration ({err})") from None
-
-
 # ---------------------------------------------------------------------------------------- writing
 
 
-@dataclass(frozen=True)
-class _RosMessages:
-    """Builds ROS 2 messages for frames from a typestore."""
+class BagWriter:
+    """An open ROS 2 bag being written: rosbags messages in, CDR out, one connection per topic.
 
-    types: dict[str, Any]
-    frame_id: str
+    ``factory`` makes the messages (pass it to the :mod:`geovis_ros.ros` encoders);
+    ``messages_written`` counts them.
+    """
 
-    def header(self, stamp_ns: int, frame_id: str) -> Any:
-        seconds, nanoseconds = divmod(stamp_ns, 1_000_000_000)
-        time = self.types["builtin_interfaces/msg/Time"](sec=seconds, nanosec=nanoseconds)
-        return self.types["std_msgs/msg/Header"](stamp=time, frame_id=frame_id)
+    def __init__(self, writer: Writer, typestore: Typestore) -> None:
+        self.factory = RosbagsMessageFactory(typestore)
+        self.messages_written = 0
+        self._writer = writer
+        self._typestore = typestore
+        self._connections: dict[str, Connection] = {}
 
-    def image(self, stamp_ns: int, pixels: NDArray[Any], encoding: str) -> Any:
-        height, width = pixels.shape[:2]
-        data = np.ascontiguousarray(pixels).view(np.uint8).reshape(-1)
-        return self.types[IMAGE_TYPE](
-            header=self.header(stamp_ns, self.frame_id), height=height, width=width, encoding=encoding,
-            is_bigendian=0, step=data.size // height, data=data,
-        )
+    def write(self, topic: str, stamp_ns: int, msg: Message) -> None:
+        """Write ``msg`` (a message of :attr:`factory`) on ``topic`` at bag time ``stamp_ns`` (ns)."""
+        msgtype = msg.__msgtype__
+        if topic not in self._connections:
+            self._connections[topic] = self._writer.add_connection(topic, msgtype, typestore=self._typestore)
+        self._writer.write(self._connections[topic], int(stamp_ns), self._typestore.serialize_cdr(msg, msgtype))
+        self.messages_written += 1
 
-    def camera_info(self, stamp_ns: int, k: Intrinsics) -> Any:
-        projection = np.zeros((3, 4))
-        projection[:, :3] = k.matrix
-        roi = self.types["sensor_msgs/msg/RegionOfInterest"](
-            x_offset=0, y_offset=0, height=0, width=0, do_rectify=False
-        )
-        return self.types[CAMERA_INFO_TYPE](
-            header=self.header(stamp_ns, self.frame_id), height=k.height, width=k.width,
-            distortion_model="plumb_bob", d=np.zeros(5), k=k.matrix.reshape(-1), r=np.eye(3).reshape(-1),
-            p=projection.reshape(-1), binning_x=0, binning_y=0, roi=roi,
-        )
 
-    def odometry(self, stamp_ns: int, pose: NDArray[np.float64]) -> Any:
-        t = self.types
-        x, y, z = (float(v) for v in pose[:3, 3])
-        qx, qy, qz, qw = (float(v) for v in quaternion_from_matrix(pose[:3, :3]))
-        geometry_pose = t["geometry_msgs/msg/Pose"](
-            position=t["geometry_msgs/msg/Point"](x=x, y=y, z=z),
-            orientation=t["geometry_msgs/msg/Quaternion"](x=qx, y=qy, z=qz, w=qw),
-        )
-        zero = t["geometry_msgs/msg/Vector3"](x=0.0, y=0.0, z=0.0)
-        return t[ODOMETRY_TYPE](
-            header=self.header(stamp_ns, "odom"), child_frame_id=self.frame_id,
-            pose=t["geometry_msgs/msg/PoseWithCovariance"](pose=geometry_pose, covariance=np.zeros(36)),
-            twist=t["geometry_msgs/msg/TwistWithCovariance"](
-                twist=t["geometry_msgs/msg/Twist"](linear=zero, angular=zero), covariance=np.zeros(36)
-            ),
-        )
+@contextmanager
+def open_bag_writer(path: Path, storage: str = "sqlite3") -> Iterator[BagWriter]:
+    """A :class:`BagWriter` on a new ROS 2 bag directory ``path`` (``"sqlite3"`` or ``"mcap"``), closed on exit.
+
+    Raises DatasetError for an unknown storage or an existing ``path``, ImportError naming rosbags
+    when it is not installed.
+    """
+    if storage not in STORAGES:
+        raise DatasetError(f"unknown bag storage {storage!r}; expected one of {', '.join(STORAGES)}")
+    path = Path(path)
+    if path.exists():
+        raise DatasetError(f"{path}: already exists; a bag is written to a new directory")
+    typestore = jazzy_typestore()
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    plugin = StoragePlugin.SQLITE3 if storage == "sqlite3" else StoragePlugin.MCAP
+    with Writer(path, version=ROSBAG2_VERSION, storage_plugin=plugin) as writer:
+        yield BagWriter(writer, typestore)
 
 
 def write_bag(
@@ -243,35 +146,24 @@ def write_bag(
         depth_topic: topic of the depth images.
 
     """
-    if storage not in STORAGES:
-        raise DatasetError(f"unknown bag storage {storage!r}; expected one of {', '.join(STORAGES)}")
-    path = Path(path)
-    if path.exists():
-        raise DatasetError(f"{path}: already exists; a bag is written to a new directory")
-    typestore = jazzy_typestore()
-    from rosbags.rosbag2 import StoragePlugin, Writer
-
-    plugin = StoragePlugin.SQLITE3 if storage == "sqlite3" else StoragePlugin.MCAP
-    build = _RosMessages(typestore.types, frame_id)
-    connections: dict[str, Connection] = {}
     wrote_any = False
-    with Writer(path, version=ROSBAG2_VERSION, storage_plugin=plugin) as writer:
-
-        def write(topic: str, msgtype: str, stamp_ns: int, msg: Any) -> None:
-            if topic not in connections:
-                connections[topic] = writer.add_connection(topic, msgtype, typestore=typestore)
-            writer.write(connections[topic], stamp_ns, typestore.serialize_cdr(msg, msgtype))
-
+    with open_bag_writer(path, storage) as bag:
+        factory = bag.factory
         for frame in frames:
             check_frame(frame)
             stamp = frame.stamp_ns
-            write(image_topic, IMAGE_TYPE, stamp, build.image(stamp, frame.rgb, "rgb8"))
-            write(info_topic, CAMERA_INFO_TYPE, stamp, build.camera_info(stamp, frame.intrinsics))
-            if frame.pose is not None:
-                write(gt_topic, ODOMETRY_TYPE, stamp, build.odometry(stamp, np.asarray(frame.pose, np.float64)))
-            if with_depth and frame.depth is not None:
-                depth = np.asarray(frame.depth, dtype="<f4")
-                write(depth_topic, IMAGE_TYPE, stamp, build.image(stamp, depth, "32FC1"))
+            header = header_from_ns(stamp, frame_id, factory)
+            try:
+                bag.write(image_topic, stamp, image_from_numpy(frame.rgb, "rgb8", header, factory))
+                calibration = CameraCalibration(frame.intrinsics, *_NO_DISTORTION)
+                bag.write(info_topic, stamp, camera_info_from_calibration(calibration, header, factory))
+                if frame.pose is not None:
+                    odom_header = header_from_ns(stamp, "odom", factory)
+                    bag.write(gt_topic, stamp, odometry_from_matrix(frame.pose, odom_header, frame_id, factory=factory))
+                if with_depth and frame.depth is not None:
+                    bag.write(depth_topic, stamp, image_from_depth(frame.depth, "32FC1", header, factory))
+            except ConversionError as err:
+                raise DatasetError(f"{path}: frame {frame.name!r}: {err}") from None
             wrote_any = True
         if not wrote_any:
             raise DatasetError(f"{path}: no frames to write")
@@ -350,7 +242,7 @@ class BagSequence:
             else:
                 self.info_topic = self._pick_info_topic(info_topic)
                 info = self._first_message(reader, self.info_topic)
-                self._intrinsics = _camera_info_intrinsics(info, width, height, f"{self.path} {self.info_topic}")
+                self._intrinsics = self._camera_info_intrinsics(info, width, height)
             self.gt_topic = self._pick_topic(gt_topic, POSE_TYPES, required=gt_topic is not None)
             self._gt_stamps_ns, self._gt_poses = self._read_ground_truth(reader)
 
@@ -372,7 +264,7 @@ class BagSequence:
         return candidates[0] if candidates else None
 
     def _pick_image_topic(self, wanted: str | None) -> str:
-        kinds = (IMAGE_TYPE, COMPRESSED_IMAGE_TYPE)
+        kinds = (IMAGE, COMPRESSED_IMAGE)
         if wanted is None:
             colour = [n for n, k in self._topic_types.items() if k in kinds and "depth" not in n.lower()]
             wanted = colour[0] if colour else None
@@ -382,22 +274,22 @@ class BagSequence:
 
     def _pick_depth_topic(self, wanted: str | None) -> str | None:
         if wanted is None:
-            depth = [n for n, k in self._topic_types.items() if k == IMAGE_TYPE and "depth" in n.lower()]
+            depth = [n for n, k in self._topic_types.items() if k == IMAGE and "depth" in n.lower()]
             wanted = next((n for n in depth if n != self.image_topic), None)
             if wanted is None:
                 return None
-        return self._pick_topic(wanted, (IMAGE_TYPE,), required=True)
+        return self._pick_topic(wanted, (IMAGE,), required=True)
 
     def _pick_info_topic(self, wanted: str | None) -> str:
         if wanted is None:
-            infos = [n for n, k in self._topic_types.items() if k == CAMERA_INFO_TYPE]
+            infos = [n for n, k in self._topic_types.items() if k == CAMERA_INFO]
             if not infos:
                 raise DatasetError(
                     f"{self.path}: no sensor_msgs/CameraInfo topic for the intrinsics (give a calibration); "
                     f"topics: {self._topics_text()}"
                 )
             wanted = max(infos, key=lambda n: len(os.path.commonprefix([n, self.image_topic])))
-        topic = self._pick_topic(wanted, (CAMERA_INFO_TYPE,), required=True)
+        topic = self._pick_topic(wanted, (CAMERA_INFO,), required=True)
         assert topic is not None
         return topic
 
@@ -433,19 +325,39 @@ class BagSequence:
         poses: list[NDArray[np.float64]] = []
         if self.gt_topic is not None:
             for connection, _, raw in reader.messages(connections=self._connections(reader, self.gt_topic)):
-                msg = reader.deserialize(raw, connection.msgtype)
-                stamps.append(_stamp_ns(msg))
-                poses.append(_pose_of(msg))
+                msg: Any = reader.deserialize(raw, connection.msgtype)
+                stamps.append(ns_from_time(msg.header.stamp))
+                poses.append(self._decoded(matrix_from_stamped_pose, msg, self.gt_topic))
         order = np.argsort(np.array(stamps, dtype=np.int64), kind="stable")
         stamp_array = np.array(stamps, dtype=np.int64)[order]
         pose_array = np.stack(poses)[order] if poses else np.zeros((0, 4, 4))
         return stamp_array, pose_array
 
+    def _decoded(self, decode: Callable[[Any], _Decoded], msg: Any, topic: str | None) -> _Decoded:
+        """``decode(msg)``, with a ConversionError raised again as a DatasetError naming the bag and topic."""
+        try:
+            return decode(msg)
+        except ConversionError as err:
+            raise DatasetError(f"{self.path} {topic}: {err}") from None
+
     def _decode_rgb(self, msg: Any) -> NDArray[np.uint8]:
-        where = f"{self.path} {self.image_topic}"
-        if self._topic_types[self.image_topic] == COMPRESSED_IMAGE_TYPE:
-            return compressed_msg_to_rgb(msg, where)
-        return image_msg_to_rgb(msg, where)
+        """(H, W, 3) uint8 RGB of an Image or CompressedImage of the image topic, in an array of its own."""
+        compressed = self._topic_types[self.image_topic] == COMPRESSED_IMAGE
+        rgb = self._decoded(rgb8_from_compressed if compressed else rgb8_from_image, msg, self.image_topic)
+        return np.require(rgb, requirements=["C", "W", "O"])  # not a view of the message
+
+    def _camera_info_intrinsics(self, msg: Any, width: int, height: int) -> Intrinsics:
+        """Intrinsics of a CameraInfo (ROS 1 or 2); its size, else (when unset) the images'."""
+        calibration = self._decoded(
+            lambda info: calibration_from_camera_info(info, unset_size=(width, height)), msg, self.info_topic
+        )
+        k = calibration.intrinsics
+        if (k.width, k.height) != (width, height):
+            raise DatasetError(
+                f"{self.path} {self.info_topic}: CameraInfo is for {k.width}x{k.height} but images are "
+                f"{width}x{height}"
+            )
+        return k
 
     @property
     def intrinsics(self) -> Intrinsics:
@@ -469,11 +381,12 @@ class BagSequence:
             depths: list[tuple[int, Any]] = []
             index = 0
             for connection, _, raw in reader.messages(connections=connections):
-                msg = reader.deserialize(raw, connection.msgtype)
+                msg: Any = reader.deserialize(raw, connection.msgtype)
+                stamp_ns = ns_from_time(msg.header.stamp)
                 if connection.topic == self.image_topic:
-                    pending.append((_stamp_ns(msg), msg))
+                    pending.append((stamp_ns, msg))
                 else:
-                    depths.append((_stamp_ns(msg), msg))
+                    depths.append((stamp_ns, msg))
                 # An image is complete once a depth message later than its matching window arrived.
                 while pending and (
                     self.depth_topic is None
@@ -502,7 +415,7 @@ class BagSequence:
             order = np.argsort(depth_stamps, kind="stable")
             match = associate_nearest(query, depth_stamps[order], self._max_difference_ns)[0]
             if match >= 0:
-                depth = image_msg_to_depth(depths[order[match]][1], f"{self.path} {self.depth_topic}")
+                depth = self._decoded(depth_from_image, depths[order[match]][1], self.depth_topic)
         pose_match = associate_nearest(query, self._gt_stamps_ns, self._max_difference_ns)[0]
         pose = self._gt_poses[pose_match].copy() if pose_match >= 0 else None
         return SequenceFrame(

@@ -1,12 +1,20 @@
-"""Rigid-body transforms: SO(3)/SE(3) exponential and logarithm maps, quaternions.
+"""Rigid-body transforms: SO(3)/SE(3) exponential and logarithm maps, Jacobians, adjoints, quaternions.
 
 Conventions used across geovis_ros:
 - A pose is a 4x4 float64 homogeneous matrix ``T_a_b`` that maps points from frame b to
   frame a (``p_a = T_a_b @ p_b``); camera poses are ``T_world_camera``.
 - Camera frames follow the OpenCV optical convention: x right, y down, z forward.
 - Twists are 6-vectors ``xi = (v, w)``: translation part first, rotation (axis-angle) last,
-  matching the order of ROS covariance matrices (x, y, z, roll, pitch, yaw).
+  matching the order of ROS covariance matrices (x, y, z, roll, pitch, yaw); metres and radians.
+- Perturbations: a right (body-frame) perturbation is ``T exp(delta)``, a left (parent-frame)
+  one ``exp(delta) T``; they are related by ``exp(delta) T = T exp(Ad(T^-1) delta)``. The
+  Jacobians follow Barfoot, *State Estimation for Robotics*: ``exp(xi + d) ~= exp(Jl(xi) d) exp(xi)
+  ~= exp(xi) exp(Jr(xi) d)`` for small d, with ``Jr(xi) = Jl(-xi)``.
 - Quaternions are ``(x, y, z, w)`` as in ROS messages.
+
+Every function works on batches: leading dimensions ``...`` of its inputs are carried through
+to its outputs, and a single vector or matrix (no leading dimension) is a batch of one, computed
+by the same code. All outputs are float64.
 """
 
 from __future__ import annotations
@@ -18,67 +26,151 @@ _SMALL_ANGLE = 1e-8
 
 
 def skew(v: ArrayLike) -> NDArray[np.float64]:
-    """Cross-product matrix: ``skew(v) @ u == np.cross(v, u)``; v shape (3,) -> (3, 3)."""
-    x, y, z = np.asarray(v, dtype=np.float64)
-    return np.array([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]])
+    """Cross-product matrices (..., 3, 3) of vectors (..., 3): ``skew(v) @ u == np.cross(v, u)``."""
+    v = np.asarray(v, dtype=np.float64)
+    out = np.zeros(v.shape[:-1] + (3, 3))
+    out[..., 0, 1], out[..., 0, 2] = -v[..., 2], v[..., 1]
+    out[..., 1, 0], out[..., 1, 2] = v[..., 2], -v[..., 0]
+    out[..., 2, 0], out[..., 2, 1] = -v[..., 1], v[..., 0]
+    return out
+
+
+def _so3_terms(
+    omega: NDArray[np.float64],
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """Angle t (...,) in radians, ``[w]x`` and ``[w]x^2`` (..., 3, 3) of axis-angle vectors w (..., 3)."""
+    k = skew(omega)
+    return np.sqrt(np.add.reduce(omega * omega, axis=-1)), k, k @ k
+
+
+def _rotation(theta: NDArray[np.float64], k: NDArray[np.float64], kk: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Rodrigues' formula ``I + sin(t)/t [w]x + (1 - cos t)/t^2 [w]x^2`` (..., 3, 3) of :func:`_so3_terms`."""
+    small = theta < _SMALL_ANGLE
+    t = np.where(small, 1.0, theta)
+    # Below _SMALL_ANGLE the second-order series: sin(t)/t -> 1, (1 - cos t)/t^2 -> 1/2.
+    a = np.where(small, 1.0, np.sin(t) / t)
+    b = np.where(small, 0.5, (1.0 - np.cos(t)) / t**2)
+    return np.eye(3) + a[..., None, None] * k + b[..., None, None] * kk
+
+
+def _so3_left_jacobian(
+    theta: NDArray[np.float64], k: NDArray[np.float64], kk: NDArray[np.float64], inverse: bool
+) -> NDArray[np.float64]:
+    """SO(3) left Jacobians Jl (..., 3, 3), or their inverses, from the :func:`_so3_terms` of w.
+
+    ``Jl = I + b [w]x + c [w]x^2`` with ``b = (1 - cos t) / t^2``, ``c = (t - sin t) / t^3``;
+    ``Jl^-1 = I - [w]x / 2 + c [w]x^2`` with ``c = (1 - (t/2) cot(t/2)) / t^2``. The half-angle
+    forms keep the rounding error of ``1 - cos t`` from being amplified by ``1 / t^2``.
+    """
+    small = theta < 1e-6
+    t = np.where(small, 1.0, theta)
+    half = 0.5 * t
+    if inverse:
+        b = np.full_like(theta, -0.5)
+        c = np.where(small, 1.0 / 12.0, (1.0 - half / np.tan(half)) / t**2)
+    else:
+        b = np.where(small, 0.5, 0.5 * (np.sin(half) / half) ** 2)
+        c = np.where(small, 1.0 / 6.0, (t - np.sin(t)) / t**3)
+    return np.eye(3) + b[..., None, None] * k + c[..., None, None] * kk
 
 
 def so3_exp(omega: ArrayLike) -> NDArray[np.float64]:
-    """Rotation matrix (3, 3) of an axis-angle vector omega (3,), radians (Rodrigues)."""
-    omega = np.asarray(omega, dtype=np.float64)
-    theta = float(np.linalg.norm(omega))
-    k = skew(omega)
-    if theta < _SMALL_ANGLE:
-        return np.eye(3) + k + 0.5 * k @ k
-    return np.eye(3) + np.sin(theta) / theta * k + (1.0 - np.cos(theta)) / theta**2 * k @ k
+    """Rotation matrices (..., 3, 3) of axis-angle vectors omega (..., 3), radians (Rodrigues)."""
+    return _rotation(*_so3_terms(np.asarray(omega, dtype=np.float64)))
 
 
 def so3_log(rotation: ArrayLike) -> NDArray[np.float64]:
-    """Axis-angle vector (3,), radians, of a rotation matrix (3, 3); angle in [0, pi]."""
-    r = np.asarray(rotation, dtype=np.float64)
-    cos_theta = np.clip((np.trace(r) - 1.0) / 2.0, -1.0, 1.0)
-    theta = float(np.arccos(cos_theta))
-    w = np.array([r[2, 1] - r[1, 2], r[0, 2] - r[2, 0], r[1, 0] - r[0, 1]])
-    if theta < 1e-6:
-        return 0.5 * w
-    if np.pi - theta < 1e-4:
-        # Near pi the antisymmetric part vanishes: take the axis from the symmetric part.
-        b = (r + np.eye(3)) / 2.0
-        axis = b[int(np.argmax(np.diag(b)))]
-        axis = axis / np.linalg.norm(axis)
-        if np.dot(axis, w) < 0:
-            axis = -axis
-        return theta * axis
-    return theta / (2.0 * np.sin(theta)) * w
+    """Axis-angle vectors (..., 3), radians, of rotation matrices (..., 3, 3); angles in [0, pi]."""
+    rotation = np.asarray(rotation, dtype=np.float64)
+    r = rotation.reshape(-1, 3, 3)
+    cos_theta = (r[:, 0, 0] + r[:, 1, 1] + r[:, 2, 2] - 1.0) / 2.0
+    theta = np.arccos(np.minimum(np.maximum(cos_theta, -1.0), 1.0))
+    w = (r - np.swapaxes(r, -1, -2))[:, (2, 0, 1), (1, 2, 0)]  # (R - R^T) = 2 sin(t) [axis]x
+    near_pi = np.pi - theta < 1e-4
+    series = (theta < 1e-6) | near_pi
+    scale = np.where(series, 0.5, theta / np.where(series, 1.0, 2.0 * np.sin(theta)))
+    out = scale[:, None] * w
+    if near_pi.any():
+        # Near pi the antisymmetric part vanishes: the axis is the dominant column of (R + I) / 2.
+        b = (r[near_pi] + np.eye(3)) / 2.0
+        pivot = np.argmax(np.diagonal(b, axis1=-2, axis2=-1), axis=-1)
+        axis = b[np.arange(b.shape[0]), pivot]
+        axis /= np.linalg.norm(axis, axis=-1, keepdims=True)
+        sign = np.where(np.sum(axis * w[near_pi], axis=-1) < 0, -1.0, 1.0)
+        out[near_pi] = (sign * theta[near_pi])[:, None] * axis
+    return out.reshape(rotation.shape[:-2] + (3,))
 
 
-def _left_jacobian(omega: NDArray[np.float64]) -> NDArray[np.float64]:
-    theta = float(np.linalg.norm(omega))
-    k = skew(omega)
-    if theta < _SMALL_ANGLE:
-        return np.eye(3) + 0.5 * k
+def _se3_q(rho: NDArray[np.float64], theta: NDArray[np.float64], phi: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Coupling block Q (..., 3, 3) of the SE(3) left Jacobian ``[[Jl(w), Q], [0, Jl(w)]]`` of a twist (v, w).
+
+    Closed form of Barfoot, *State Estimation for Robotics*, from ``rho = [v]x``, the angle
+    ``theta = |w|`` and ``phi = [w]x``.
+    """
+    small = theta < 1e-2
+    a = np.where(small, 1.0, theta)
+    # Below 1e-2 rad the closed forms cancel: use their series in the angle (a is only a safe divisor there).
+    s2 = theta**2
+    c1 = np.where(small, 1.0 / 6.0 - s2 / 120.0, (a - np.sin(a)) / a**3)
+    c2 = np.where(small, 1.0 / 24.0 - s2 / 720.0, (a**2 / 2.0 + np.cos(a) - 1.0) / a**4)
+    c3 = np.where(small, 1.0 / 120.0 - s2 / 2520.0, (2.0 * a - 3.0 * np.sin(a) + a * np.cos(a)) / (2.0 * a**5))
+    phi_rho, rho_phi = phi @ rho, rho @ phi
+    phi_rho_phi = phi_rho @ phi
     return (
-        np.eye(3)
-        + (1.0 - np.cos(theta)) / theta**2 * k
-        + (theta - np.sin(theta)) / theta**3 * k @ k
+        0.5 * rho
+        + c1[..., None, None] * (phi_rho + rho_phi + phi_rho_phi)
+        + c2[..., None, None] * (phi @ phi_rho + rho_phi @ phi - 3.0 * phi_rho_phi)
+        + c3[..., None, None] * (phi_rho_phi @ phi + phi @ phi_rho_phi)
     )
 
 
 def se3_exp(xi: ArrayLike) -> NDArray[np.float64]:
-    """Pose (4, 4) of a twist xi = (v, w) (6,): metres and radians."""
+    """Poses (..., 4, 4) of twists xi = (v, w) (..., 6): metres and radians."""
     xi = np.asarray(xi, dtype=np.float64)
-    t = np.eye(4)
-    t[:3, :3] = so3_exp(xi[3:])
-    t[:3, 3] = _left_jacobian(xi[3:]) @ xi[:3]
-    return t
+    terms = _so3_terms(xi[..., 3:])
+    out = np.zeros(xi.shape[:-1] + (4, 4))
+    out[..., :3, :3] = _rotation(*terms)
+    out[..., :3, 3] = np.einsum("...ij,...j->...i", _so3_left_jacobian(*terms, inverse=False), xi[..., :3])
+    out[..., 3, 3] = 1.0
+    return out
 
 
 def se3_log(pose: ArrayLike) -> NDArray[np.float64]:
-    """Twist xi = (v, w) (6,) of a pose (4, 4); inverse of :func:`se3_exp`."""
+    """Twists xi = (v, w) (..., 6), metres and radians, of poses (..., 4, 4); inverse of :func:`se3_exp`."""
     pose = np.asarray(pose, dtype=np.float64)
-    omega = so3_log(pose[:3, :3])
-    v = np.linalg.solve(_left_jacobian(omega), pose[:3, 3])
-    return np.concatenate([v, omega])
+    omega = so3_log(pose[..., :3, :3])
+    v = np.einsum("...ij,...j->...i", _so3_left_jacobian(*_so3_terms(omega), inverse=True), pose[..., :3, 3])
+    return np.concatenate([v, omega], axis=-1)
+
+
+def se3_right_jacobian_inverse(xi: ArrayLike) -> NDArray[np.float64]:
+    """Inverse right Jacobians ``Jr^-1`` (..., 6, 6) of SE(3) at twists xi = (v, w) (..., 6).
+
+    ``log(exp(xi) exp(delta)) ~= xi + Jr^-1(xi) delta`` for a small right perturbation delta (6,);
+    computed as ``Jl^-1(-xi)``.
+    """
+    negated = -np.asarray(xi, dtype=np.float64)
+    theta, phi, phi2 = _so3_terms(negated[..., 3:])
+    jl_inv = _so3_left_jacobian(theta, phi, phi2, inverse=True)
+    out = np.zeros(negated.shape[:-1] + (6, 6))
+    out[..., :3, :3] = jl_inv
+    out[..., 3:, 3:] = jl_inv
+    out[..., :3, 3:] = -jl_inv @ _se3_q(skew(negated[..., :3]), theta, phi) @ jl_inv
+    return out
+
+
+def se3_adjoint(pose: ArrayLike) -> NDArray[np.float64]:
+    """Adjoints (..., 6, 6) of poses ``T`` (..., 4, 4) acting on twists (v, w): ``[[R, [t]x R], [0, R]]``.
+
+    ``T exp(xi) T^-1 == exp(Ad(T) xi)``: a twist in the frame of the pose's child, moved to its parent.
+    """
+    pose = np.asarray(pose, dtype=np.float64)
+    r = pose[..., :3, :3]
+    out = np.zeros(pose.shape[:-2] + (6, 6))
+    out[..., :3, :3] = r
+    out[..., 3:, 3:] = r
+    out[..., :3, 3:] = skew(pose[..., :3, 3]) @ r
+    return out
 
 
 def make_pose(rotation: ArrayLike, translation: ArrayLike) -> NDArray[np.float64]:

@@ -19,23 +19,12 @@ import numpy as np
 
 from geovis_ros.geometry.camera import Intrinsics
 from geovis_ros.inference.engine import is_torch_tensor
+from geovis_ros.models.blocks import normalize_image_tensor
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 NORMALIZATIONS = ("imagenet", "unit")
 INTERPOLATIONS = ("bilinear", "nearest")
-
-
-def _scale_offset(mode: str, integer_input: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel (scale, offset) with ``normalised = pixel * scale + offset``."""
-    if mode not in NORMALIZATIONS:
-        raise ValueError(f"normalisation must be one of {NORMALIZATIONS}, got {mode!r}")
-    to_unit = 1.0 / 255.0 if integer_input else 1.0
-    if mode == "unit":
-        return np.full(3, to_unit, np.float32), np.zeros(3, np.float32)
-    std = np.asarray(IMAGENET_STD, np.float64)
-    mean = np.asarray(IMAGENET_MEAN, np.float64)
-    return (to_unit / std).astype(np.float32), (-mean / std).astype(np.float32)
 
 
 def normalize_image(image: Any, mode: str = "imagenet", out: Any = None) -> Any:
@@ -44,28 +33,18 @@ def normalize_image(image: Any, mode: str = "imagenet", out: Any = None) -> Any:
     ``image``: uint8 in [0, 255] or float in [0, 1]; numpy, or a torch tensor on any device.
     ``mode``: ``imagenet`` ((x - mean) / std with the ImageNet statistics) or ``unit`` (x in [0, 1]).
     ``out``: optional (1, 3, H, W) float32 buffer of the same kind, reused to avoid a per-frame
-    allocation; returned.
+    allocation; returned. The arithmetic is :func:`geovis_ros.models.blocks.normalize_image_tensor`'s.
     """
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected an RGB image of shape (H, W, 3), got {tuple(image.shape)}")
-    integer_input = not (image.dtype.is_floating_point if is_torch_tensor(image) else image.dtype.kind == "f")
-    scale, offset = _scale_offset(mode, integer_input)
+    if mode not in NORMALIZATIONS:
+        raise ValueError(f"normalisation must be one of {NORMALIZATIONS}, got {mode!r}")
+    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if mode == "imagenet" else ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
     if is_torch_tensor(image):
-        import torch
-
-        chw = image.permute(2, 0, 1).unsqueeze(0)
-        scale_t = torch.from_numpy(scale).to(image.device).view(1, 3, 1, 1)
-        offset_t = torch.from_numpy(offset).to(image.device).view(1, 3, 1, 1)
-        if out is None:  # allocated contiguous NCHW (an op on the permuted view would keep HWC strides)
-            out = torch.empty(chw.shape, dtype=torch.float32, device=image.device)
-        torch.mul(chw, scale_t, out=out)
-        return out.add_(offset_t)
-    chw = image.transpose(2, 0, 1)[None]
-    if out is None:
-        out = np.empty(chw.shape, np.float32)
-    np.multiply(chw, scale[None, :, None, None], out=out, casting="unsafe")
-    out += offset[None, :, None, None]
-    return out
+        return normalize_image_tensor(image.permute(2, 0, 1).unsqueeze(0), mean, std,
+                                      1.0 if image.dtype.is_floating_point else 255.0, out)
+    return normalize_image_tensor(image.transpose(2, 0, 1)[None], mean, std, 1.0 if image.dtype.kind == "f" else 255.0,
+                                  out)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ Slice, Concat, and — in the flow network only — GridSample.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import torch
@@ -30,21 +30,62 @@ class ModelInputError(GeovisError, ValueError):
 def normalize_image(rgb: NDArray[Any]) -> NDArray[np.float32]:
     """Network input (1, 3, H, W) float32 from an (H, W, 3) uint8 RGB image.
 
-    Applies ``(rgb / 255 - IMAGE_MEAN) / IMAGE_STD`` per channel.
+    Applies ``(rgb / 255 - IMAGE_MEAN) / IMAGE_STD`` per channel (:func:`normalize_image_tensor`).
     """
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ModelInputError(f"expected an (H, W, 3) uint8 RGB image, got {rgb.shape} {rgb.dtype}")
-    mean = np.asarray(IMAGE_MEAN, dtype=np.float32)
-    std = np.asarray(IMAGE_STD, dtype=np.float32)
-    x = (rgb.astype(np.float32) / 255.0 - mean) / std
-    return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+    return normalize_image_tensor(rgb.transpose(2, 0, 1)[None])
 
 
-def normalize_image_tensor(rgb: torch.Tensor) -> torch.Tensor:
-    """Torch twin of :func:`normalize_image` for batches: (B, 3, H, W) uint8 or 0..255 float -> float32."""
-    mean = torch.tensor(IMAGE_MEAN, dtype=torch.float32, device=rgb.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGE_STD, dtype=torch.float32, device=rgb.device).view(1, 3, 1, 1)
-    return (rgb.float() / 255.0 - mean) / std
+@overload
+def normalize_image_tensor(
+    pixels: torch.Tensor, mean: Sequence[float] = ..., std: Sequence[float] = ..., white: float = ...,
+    out: torch.Tensor | None = ...,
+) -> torch.Tensor: ...
+
+
+@overload
+def normalize_image_tensor(
+    pixels: NDArray[Any], mean: Sequence[float] = ..., std: Sequence[float] = ..., white: float = ...,
+    out: NDArray[np.float32] | None = ...,
+) -> NDArray[np.float32]: ...
+
+
+def normalize_image_tensor(
+    pixels: torch.Tensor | NDArray[Any], mean: Sequence[float] = IMAGE_MEAN, std: Sequence[float] = IMAGE_STD,
+    white: float = 255.0, out: torch.Tensor | NDArray[np.float32] | None = None,
+) -> torch.Tensor | NDArray[np.float32]:
+    """Per-channel ``(pixels / white - mean) / std`` of RGB batches: the input normalisation of every network.
+
+    Args:
+        pixels: (B, 3, H, W) RGB, any real dtype and any strides (a transposed (H, W, 3) image
+            works): a numpy array, or a torch tensor on any device.
+        mean: 3 per-channel means of the unit-range image (default: the shipped networks' :data:`IMAGE_MEAN`).
+        std: 3 per-channel standard deviations of the unit-range image (default: :data:`IMAGE_STD`).
+        white: the pixel value of full white (255 for 8-bit images, 1 for images in [0, 1]).
+        out: optional (B, 3, H, W) float32 buffer of the same kind as ``pixels``, reused to avoid an
+            allocation per frame; a new contiguous one otherwise.
+
+    Returns:
+        (B, 3, H, W) float32 of the same kind (``out`` when given). Every step is rounded to
+        float32 in turn (convert, divide, subtract, divide), in numpy and torch alike.
+
+    """
+    if isinstance(pixels, torch.Tensor):
+        channel_mean = torch.tensor(mean, dtype=torch.float32, device=pixels.device).view(1, 3, 1, 1)
+        channel_std = torch.tensor(std, dtype=torch.float32, device=pixels.device).view(1, 3, 1, 1)
+        if out is None:
+            out = torch.empty(pixels.shape, dtype=torch.float32, device=pixels.device)
+        assert isinstance(out, torch.Tensor)
+        return out.copy_(pixels).div_(white).sub_(channel_mean).div_(channel_std)
+    if out is None:
+        out = np.empty(pixels.shape, np.float32)
+    assert isinstance(out, np.ndarray)
+    np.copyto(out, pixels, casting="unsafe")
+    out /= np.float32(white)
+    out -= np.asarray(mean, np.float32).reshape(1, 3, 1, 1)
+    out /= np.asarray(std, np.float32).reshape(1, 3, 1, 1)
+    return out
 
 
 def exporting() -> bool:

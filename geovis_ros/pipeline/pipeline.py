@@ -23,12 +23,12 @@ from geovis_ros.frame import Frame, PipelineResult, PointCloud
 from geovis_ros.geometry.camera import transform_points
 from geovis_ros.geometry.se3 import invert
 from geovis_ros.inference.engine import EngineConfig, default_engine_cache_dir
+from geovis_ros.pipeline.keyframe_feed import KeyframeFeed
 from geovis_ros.pipeline.networks import DepthStage, FlowStage, NetworkConfig, PoseStage
 from geovis_ros.slam.backend.mapping import CloudConfig, depth_to_cloud
 from geovis_ros.slam.backend.slam_backend import BackendConfig, SlamBackend
 from geovis_ros.slam.frontend.config import MOTION_PRIORS, OdometryConfig
-from geovis_ros.slam.frontend.keyframes import Keyframe
-from geovis_ros.slam.frontend.odometry import KeyframeEvent, KeyframeEventKind, OdometryStage
+from geovis_ros.slam.frontend.odometry import OdometryStage
 
 STAGES: tuple[str, ...] = ("depth", "flow", "odometry", "mapping")
 # Node parameters (geovis_ros.nodes.params) that pipeline_config_from_parameters reads.
@@ -167,13 +167,11 @@ class Pipeline:
         self.pose_stage = PoseStage(config.pose_network) if config.pose_prior else None
         self.odometry_stage = OdometryStage(config.odometry_config) if config.odometry else None
         self.backend = SlamBackend(config.mapping_config) if config.mapping else None
-        self._finished_keyframes: list[Keyframe] = []
-        if self.backend is not None and self.odometry_stage is not None:
-            self.odometry_stage.add_keyframe_listener(self._on_keyframe)
+        self._keyframe_feed = (KeyframeFeed(self.odometry_stage, self.backend)
+                               if self.backend is not None and self.odometry_stage is not None else None)
         self.map_version = 0
         self.frames = 0
         self._image_size: tuple[int, int] | None = None
-        self._mapped_keyframes: set[int] = set()
         self._last_result: PipelineResult | None = None
 
     # -- streaming -----------------------------------------------------------------------
@@ -220,15 +218,14 @@ class Pipeline:
         if self.backend is not None:
             self.backend.reset()
             self.map_version += 1
-        self._finished_keyframes.clear()
-        self._mapped_keyframes.clear()
+        if self._keyframe_feed is not None:
+            self._keyframe_feed.reset()
         self._image_size = None
         self._last_result = None
 
     def finish(self) -> None:
         """Add the keyframe still being refined to the map (end of a recording)."""
-        if self.backend is not None and self.odometry_stage is not None:
-            self._update_map(include_active=True)
+        self._update_map(include_active=True)
 
     def _fit_networks(self, frame: Frame) -> None:
         """Fit the network input widths to a new image size (aspect ratio within the size bound)."""
@@ -243,25 +240,10 @@ class Pipeline:
                 width = network_input_width(*size, network.input_width, self.config.max_network_height)
                 stage.config = replace(network, input_width=width)
 
-    def _on_keyframe(self, event: KeyframeEvent) -> None:
-        """Keyframe listener: a finalized keyframe's fused depth is final, so it goes to the map."""
-        if event.kind is KeyframeEventKind.FINALIZED:
-            self._finished_keyframes.append(event.keyframe)
-
     def _update_map(self, include_active: bool = False) -> None:
         """Hand finished keyframes (and with ``include_active`` the active one) to the back end."""
-        assert self.backend is not None and self.odometry_stage is not None
-        keyframes, self._finished_keyframes = self._finished_keyframes, []
-        active = self.odometry_stage.keyframe if include_active else None
-        if active is not None:
-            keyframes.append(active)
-        for keyframe in keyframes:
-            if keyframe.id in self._mapped_keyframes:
-                continue
-            self._mapped_keyframes.add(keyframe.id)
-            self.backend.add_keyframe(keyframe.id, keyframe.pose, keyframe.image, keyframe.depth,
-                                      keyframe.depth_std, keyframe.intrinsics, keyframe.relative_covariance)
-            self.map_version += 1
+        if self._keyframe_feed is not None:
+            self.map_version += self._keyframe_feed.flush(include_active)
 
     # -- map and state -------------------------------------------------------------------
     def map_cloud(self) -> PointCloud:

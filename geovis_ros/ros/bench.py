@@ -14,10 +14,10 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from sensor_msgs.msg import Image
 
 from geovis_ros.ros.compressed import compressed_from_numpy, numpy_from_compressed
 from geovis_ros.ros.image import image_from_depth, image_from_numpy, numpy_from_image, rgb8_from_image
+from geovis_ros.ros.messages import IMAGE, RCLPY
 from geovis_ros.ros.pointcloud import numpy_from_pointcloud, pointcloud_from_numpy
 
 IMAGE_HEIGHT, IMAGE_WIDTH = 480, 640
@@ -74,20 +74,21 @@ def run_data_assignment_bench(repeats: int = 50) -> list[dict[str, Any]]:
     use the last path.
     """
     pixels = np.random.default_rng(0).integers(0, 256, (IMAGE_HEIGHT, IMAGE_WIDTH, 3), dtype=np.uint8)
+    image_class = RCLPY.message_class(IMAGE)
 
     def assign_tobytes() -> None:
-        Image().data = pixels.tobytes()
+        image_class().data = pixels.tobytes()
 
     def assign_array() -> None:
         data = array.array("B")
         data.frombytes(pixels.reshape(-1))  # type: ignore[arg-type]  # ndarray has the buffer protocol
-        Image().data = data
+        image_class().data = data
 
     def assign_memoryview() -> None:
-        Image().data = memoryview(pixels).cast("B")  # type: ignore[arg-type]  # ndarray has the buffer protocol
+        image_class().data = memoryview(pixels).cast("B")  # type: ignore[arg-type]  # ndarray has the buffer protocol
 
     def extend_in_place() -> None:
-        Image().data.frombytes(pixels.reshape(-1))
+        image_class().data.frombytes(pixels.reshape(-1))
 
     cases: list[tuple[str, Callable[[], object]]] = [
         ("msg.data = arr.tobytes()", assign_tobytes),

@@ -2,7 +2,8 @@
 
 Only monocular, full-frame calibrations are converted: binning and region of interest must
 be unset (they are refused, not ignored). Written CameraInfo messages have R = identity and
-P = [K | 0], the form a monocular camera driver publishes.
+P = [K | 0], the form a monocular camera driver publishes. Messages are rclpy or rosbags
+messages alike (:mod:`geovis_ros.ros.messages`), ROS 1 ones (fields ``D``, ``K``) included.
 """
 
 from __future__ import annotations
@@ -11,11 +12,10 @@ import math
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-from sensor_msgs.msg import CameraInfo, Image
-from std_msgs.msg import Header
 
 from geovis_ros.geometry.camera import Intrinsics
 from geovis_ros.ros.errors import ConversionError
+from geovis_ros.ros.messages import CAMERA_INFO, HEADER, RCLPY, Message, MessageFactory
 
 # Number of distortion coefficients of the models in sensor_msgs/distortion_models.
 DISTORTION_COEFFICIENT_COUNTS = {"plumb_bob": 5, "rational_polynomial": 8, "equidistant": 4}
@@ -57,16 +57,23 @@ class CameraCalibration:
         return replace(self, intrinsics=self.intrinsics.resized(width, height))
 
 
-def calibration_from_camera_info(msg: CameraInfo) -> CameraCalibration:
+def calibration_from_camera_info(
+    msg: Message, unset_size: tuple[int, int] | None = None
+) -> CameraCalibration:
     """The calibration in a CameraInfo; ConversionError names the invalid field.
 
     Checks: width/height > 0; K finite, not all zero (uncalibrated), a pinhole matrix
     (no skew, last row 0 0 1) with fx, fy > 0; D finite and as long as the model needs;
-    binning and ROI unset.
+    binning and ROI unset. ``unset_size`` (width, height) in pixels, when given, is taken for a
+    message whose width and height are 0 (left unset by some ROS 1 drivers).
     """
-    if msg.width == 0 or msg.height == 0:
-        raise ConversionError(f"CameraInfo width/height must be > 0, got {msg.width}x{msg.height}")
-    k = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
+    width, height = int(msg.width), int(msg.height)
+    if width == 0 and height == 0 and unset_size is not None:
+        width, height = unset_size
+    if width == 0 or height == 0:
+        raise ConversionError(f"CameraInfo width/height must be > 0, got {width}x{height}")
+    ros1 = not hasattr(msg, "k")
+    k = np.asarray(msg.K if ros1 else msg.k, dtype=np.float64).reshape(3, 3)
     if not np.all(np.isfinite(k)):
         raise ConversionError(f"CameraInfo.k must be finite, got {k.ravel().tolist()}")
     if not np.any(k):
@@ -84,27 +91,31 @@ def calibration_from_camera_info(msg: CameraInfo) -> CameraCalibration:
     roi = msg.roi
     full_frame = (roi.x_offset, roi.y_offset) == (0, 0) and (roi.width, roi.height) in (
         (0, 0),
-        (msg.width, msg.height),
+        (width, height),
     )
     if not full_frame:
         raise ConversionError(
             f"CameraInfo.roi {roi.width}x{roi.height}+{roi.x_offset}+{roi.y_offset} is not supported "
             "(only full-frame calibrations)"
         )
-    intrinsics = Intrinsics(
-        float(fx), float(fy), float(k[0, 2]), float(k[1, 2]), int(msg.width), int(msg.height)
-    )
-    return CameraCalibration(intrinsics, msg.distortion_model, tuple(msg.d))
+    intrinsics = Intrinsics(float(fx), float(fy), float(k[0, 2]), float(k[1, 2]), width, height)
+    return CameraCalibration(intrinsics, msg.distortion_model, tuple(msg.D if ros1 else msg.d))
 
 
-def camera_info_from_calibration(calibration: CameraCalibration, header: Header | None = None) -> CameraInfo:
-    """A monocular CameraInfo (R = identity, P = [K | 0], no binning or ROI) of a calibration."""
+def camera_info_from_calibration(
+    calibration: CameraCalibration, header: Message | None = None, factory: MessageFactory = RCLPY
+) -> Message:
+    """A monocular CameraInfo (R = identity, P = [K | 0], no binning or ROI) of a calibration.
+
+    ``factory`` makes the message (rclpy by default, or rosbags).
+    """
     intrinsics = calibration.intrinsics
     k = intrinsics.matrix
     projection = np.zeros((3, 4))
     projection[:, :3] = k
-    return CameraInfo(
-        header=header if header is not None else Header(),
+    return factory.new(
+        CAMERA_INFO,
+        header=header if header is not None else factory.new(HEADER),
         width=intrinsics.width,
         height=intrinsics.height,
         distortion_model=calibration.distortion_model,
@@ -115,7 +126,7 @@ def camera_info_from_calibration(calibration: CameraCalibration, header: Header 
     )
 
 
-def check_camera_info_matches_image(info: CameraInfo, image: Image) -> None:
+def check_camera_info_matches_image(info: Message, image: Message) -> None:
     """Raise ConversionError naming width/height when a CameraInfo and an Image differ in size."""
     if (info.width, info.height) != (image.width, image.height):
         raise ConversionError(

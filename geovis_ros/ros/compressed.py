@@ -4,6 +4,7 @@ image_transport's ``compressed`` plugin writes ``format`` as
 ``"<original encoding>; <codec> compressed <compressed encoding>"``, e.g.
 ``"rgb8; jpeg compressed bgr8"``; older publishers write just ``"jpeg"`` or ``"png"``.
 Decoding gives the pixels back in the original encoding when the format names one.
+Messages are rclpy or rosbags messages alike (:mod:`geovis_ros.ros.messages`).
 """
 
 from __future__ import annotations
@@ -15,12 +16,10 @@ from typing import Any
 import cv2
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from sensor_msgs.msg import CompressedImage
-from std_msgs.msg import Header
 
-from geovis_ros.ros._data import copy_into_data
 from geovis_ros.ros.errors import ConversionError
 from geovis_ros.ros.image import check_pixels, convert_colour
+from geovis_ros.ros.messages import COMPRESSED_IMAGE, HEADER, RCLPY, Message, MessageFactory
 
 # codec -> {encoding of the pixels handed in -> encoding the codec stores}. OpenCV encodes
 # colour as BGR(A); JPEG has no alpha and only 8 bits.
@@ -92,7 +91,7 @@ def parse_compressed_format(text: str) -> CompressedFormat:
     return CompressedFormat(codec, match.group("original"), match.group("compressed"))
 
 
-def numpy_from_compressed(msg: CompressedImage) -> tuple[NDArray[Any], str]:
+def numpy_from_compressed(msg: Message) -> tuple[NDArray[Any], str]:
     """Decode a jpeg/png CompressedImage; returns (pixels, their encoding).
 
     The pixels come in the original encoding when ``format`` names one (rgb8, bgr8, rgba8,
@@ -126,7 +125,7 @@ def numpy_from_compressed(msg: CompressedImage) -> tuple[NDArray[Any], str]:
         ) from None
 
 
-def rgb8_from_compressed(msg: CompressedImage) -> NDArray[np.uint8]:
+def rgb8_from_compressed(msg: Message) -> NDArray[np.uint8]:
     """RGB pixels (H, W, 3) uint8 of a colour or mono jpeg/png CompressedImage."""
     pixels, encoding = numpy_from_compressed(msg)
     return convert_colour(pixels, encoding, "rgb8")
@@ -136,16 +135,17 @@ def compressed_from_numpy(
     pixels: ArrayLike,
     encoding: str,
     codec: str = "jpeg",
-    header: Header | None = None,
+    header: Message | None = None,
     jpeg_quality: int = 90,
     png_compression: int = 3,
-) -> CompressedImage:
+    factory: MessageFactory = RCLPY,
+) -> Message:
     """Encode pixels (H, W[, C]) of ``encoding`` as a jpeg or png CompressedImage.
 
     jpeg takes rgb8/bgr8/rgba8/bgra8 (alpha dropped) and mono8; png also keeps alpha and
     takes mono16/16UC1. ``format`` is written the way image_transport does, so
     :func:`numpy_from_compressed` restores ``encoding``. ``jpeg_quality`` is 0..100,
-    ``png_compression`` 0..9.
+    ``png_compression`` 0..9. ``factory`` makes the message (rclpy by default, or rosbags).
     """
     stored_by_encoding = _STORED_ENCODING.get(codec)
     if stored_by_encoding is None:
@@ -164,9 +164,9 @@ def compressed_from_numpy(
     )
     if not ok:
         raise ConversionError(f"OpenCV could not encode {encoding} {array.shape} as {codec}")
-    msg = CompressedImage(
-        header=header if header is not None else Header(),
+    return factory.with_data(
+        COMPRESSED_IMAGE,
+        encoded,
+        header=header if header is not None else factory.new(HEADER),
         format=str(CompressedFormat(codec, encoding, stored_encoding)),
     )
-    copy_into_data(msg, encoded)
-    return msg

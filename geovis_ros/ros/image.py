@@ -7,6 +7,9 @@ swap, when ``is_bigendian`` differs from this machine. From numpy copies the pix
 Arrays are (H, W) for one-channel encodings and (H, W, C) otherwise; channel order is the
 encoding's (rgb8 is R, G, B). Depth images follow REP 118: 16UC1 in millimetres with 0
 invalid, 32FC1 in metres with NaN invalid. 32FC2 holds optical flow (du, dv) in pixels.
+Reading also takes OpenCV's generic names 8UC1 and 8UC3 (as mono8 and bgr8, cv_bridge's reading).
+
+Messages are rclpy or rosbags messages alike (:mod:`geovis_ros.ros.messages`).
 """
 
 from __future__ import annotations
@@ -18,11 +21,9 @@ from typing import Any
 import cv2
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from sensor_msgs.msg import Image
-from std_msgs.msg import Header
 
-from geovis_ros.ros._data import copy_into_data
 from geovis_ros.ros.errors import ConversionError
+from geovis_ros.ros.messages import HEADER, IMAGE, RCLPY, Message, MessageFactory
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,10 @@ IMAGE_ENCODINGS: dict[str, PixelFormat] = {
 _OPENCV_CHANNEL_ORDER = {"rgb8": "RGB", "bgr8": "BGR", "rgba8": "RGBA", "bgra8": "BGRA", "mono8": "GRAY"}
 # Encodings that differ in name only (identical pixels).
 _SAME_PIXELS = {frozenset({"mono16", "16UC1"})}
+# Generic OpenCV names read as the encoding they stand for (never written).
+_READ_ALIASES = {"8UC1": "mono8", "8UC3": "bgr8"}
+# Depth encodings read in millimetres (besides 32FC1 in metres).
+_MILLIMETRE_DEPTH_ENCODINGS = ("16UC1", "mono16")
 
 _MILLIMETRES_PER_METRE = 1000.0
 _HOST_IS_BIG_ENDIAN = sys.byteorder == "big"
@@ -69,15 +74,21 @@ def pixel_format(encoding: str) -> PixelFormat:
         ) from None
 
 
-def numpy_from_image(msg: Image) -> NDArray[Any]:
+def read_encoding(msg: Message) -> str:
+    """The encoding an Image's pixels are read as: its ``encoding``, with 8UC1/8UC3 as mono8/bgr8."""
+    encoding: str = msg.encoding
+    return _READ_ALIASES.get(encoding, encoding)
+
+
+def numpy_from_image(msg: Message) -> NDArray[Any]:
     """Pixels of an Image as a zero-copy view of ``msg.data``: (H, W) or (H, W, C).
 
     The dtype is the encoding's (uint8, uint16 or float32), in native byte order: big-endian
     data on a little-endian host (or the reverse) is byte-swapped into a new array. Works on
-    ``msg.data`` as ``array.array('B')`` (messages from DDS) or ``bytes``; a view of bytes
-    is read-only.
+    ``msg.data`` as ``array.array('B')`` (rclpy), ``bytes`` or a uint8 array (rosbags); a
+    view of read-only data is read-only.
     """
-    fmt = pixel_format(msg.encoding)
+    fmt = pixel_format(read_encoding(msg))
     height, width, step = msg.height, msg.width, msg.step
     if height == 0 or width == 0:
         raise ConversionError(f"Image height/width must be > 0, got {height}x{width}")
@@ -98,25 +109,28 @@ def numpy_from_image(msg: Image) -> NDArray[Any]:
     return pixels if stored.isnative else pixels.astype(fmt.dtype)
 
 
-def image_from_numpy(pixels: ArrayLike, encoding: str, header: Header | None = None) -> Image:
+def image_from_numpy(
+    pixels: ArrayLike, encoding: str, header: Message | None = None, factory: MessageFactory = RCLPY
+) -> Message:
     """An Image holding ``pixels`` (H, W) or (H, W, C) of the encoding's dtype; one copy.
 
     The dtype must be the encoding's (uint8 / uint16 / float32): nothing is cast silently.
     Big-endian arrays are sent as they are, with ``is_bigendian`` set; ``step`` has no
     padding. ``header`` (stamp, frame_id) is copied by reference; default an empty Header.
+    ``factory`` makes the message (rclpy by default, or rosbags).
     """
     array = check_pixels(pixels, encoding)
     height, width = array.shape[:2]
-    msg = Image(
-        header=header if header is not None else Header(),
+    return factory.with_data(
+        IMAGE,
+        array,
+        header=header if header is not None else factory.new(HEADER),
         height=height,
         width=width,
         encoding=encoding,
         is_bigendian=int(array.dtype.byteorder == ">" or (array.dtype.isnative and _HOST_IS_BIG_ENDIAN)),
         step=width * IMAGE_ENCODINGS[encoding].pixel_bytes,
     )
-    copy_into_data(msg, array)
-    return msg
 
 
 def check_pixels(pixels: ArrayLike, encoding: str) -> NDArray[Any]:
@@ -155,49 +169,54 @@ def convert_colour(pixels: NDArray[Any], source_encoding: str, target_encoding: 
     return cv2.cvtColor(pixels, code)
 
 
-def rgb8_from_image(msg: Image) -> NDArray[np.uint8]:
+def rgb8_from_image(msg: Message) -> NDArray[np.uint8]:
     """RGB pixels (H, W, 3) uint8 of a colour or mono Image (rgb8/bgr8/rgba8/bgra8/mono8/mono16).
 
     rgb8 gives the zero-copy view of :func:`numpy_from_image`; the others a new array.
     """
-    return convert_colour(numpy_from_image(msg), msg.encoding, "rgb8")
+    return convert_colour(numpy_from_image(msg), read_encoding(msg), "rgb8")
 
 
-def depth_from_image(msg: Image) -> NDArray[np.float32]:
+def depth_from_image(msg: Message) -> NDArray[np.float32]:
     """Metric depth (H, W) float32 in metres, NaN where invalid, from a 16UC1 or 32FC1 Image.
 
-    16UC1 is millimetres with 0 invalid. In 32FC1 (metres) every value that is not a finite
-    positive number (NaN, +-inf, <= 0) becomes NaN. Always a new array.
+    16UC1 (and mono16, as some drivers label it) is millimetres with 0 invalid. In 32FC1
+    (metres) every value that is not a finite positive number (NaN, +-inf, <= 0) becomes NaN.
+    Always a new array.
     """
-    if msg.encoding not in ("16UC1", "32FC1"):
+    if msg.encoding != "32FC1" and msg.encoding not in _MILLIMETRE_DEPTH_ENCODINGS:
         raise ConversionError(f"Image.encoding {msg.encoding!r} is not a depth encoding (16UC1, 32FC1)")
     stored = numpy_from_image(msg)
     depth = stored.astype(np.float32)
-    if msg.encoding == "16UC1":
+    if msg.encoding in _MILLIMETRE_DEPTH_ENCODINGS:
         depth /= _MILLIMETRES_PER_METRE
     depth[~(np.isfinite(depth) & (depth > 0))] = np.nan
     return depth
 
 
-def image_from_depth(depth: ArrayLike, encoding: str = "32FC1", header: Header | None = None) -> Image:
+def image_from_depth(
+    depth: ArrayLike, encoding: str = "32FC1", header: Message | None = None, factory: MessageFactory = RCLPY
+) -> Message:
     """A depth Image from metric depth (H, W) in metres (NaN, +-inf or <= 0 = invalid).
 
     32FC1: metres, float32 input is sent with one copy (other float dtypes are cast first),
     values unchanged. 16UC1: rounded millimetres; invalid depths and depths beyond 65.535 m
-    become 0 (invalid).
+    become 0 (invalid). ``factory`` makes the message (rclpy by default, or rosbags).
     """
     metres = np.asarray(depth)
     if not np.issubdtype(metres.dtype, np.floating):
         raise ConversionError(f"depth dtype {metres.dtype} must be floating point (metres)")
     if encoding == "32FC1":
-        return image_from_numpy(metres.astype(np.float32, copy=False), encoding, header)
+        return image_from_numpy(metres.astype(np.float32, copy=False), encoding, header, factory)
     if encoding == "16UC1":
         with np.errstate(invalid="ignore"):
             millimetres = np.rint(metres * _MILLIMETRES_PER_METRE)
             representable = (
                 np.isfinite(millimetres) & (millimetres > 0) & (millimetres <= np.iinfo(np.uint16).max)
             )
-        return image_from_numpy(np.where(representable, millimetres, 0).astype(np.uint16), encoding, header)
+        return image_from_numpy(
+            np.where(representable, millimetres, 0).astype(np.uint16), encoding, header, factory
+        )
     raise ConversionError(f"Image.encoding {encoding!r} is not a depth encoding (16UC1, 32FC1)")
 
 

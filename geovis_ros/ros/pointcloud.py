@@ -5,7 +5,8 @@ at offsets 0, 4, 8 and, with colour, ``rgb`` FLOAT32 at 12 holding the bits of t
 uint32 0x00RRGGBB (PCL's convention); point_step 16 (12 without colour, as
 ``create_cloud_xyz32``), height 1, width N, dense rows. Reading honours the field offsets,
 ``point_step``, ``row_step`` and ``is_bigendian`` of any cloud, so clouds with padding or
-extra fields from other tools read too.
+extra fields from other tools read too. Messages are rclpy or rosbags messages alike
+(:mod:`geovis_ros.ros.messages`).
 """
 
 from __future__ import annotations
@@ -15,22 +16,22 @@ from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from sensor_msgs.msg import PointCloud2, PointField
-from std_msgs.msg import Header
 
-from geovis_ros.ros._data import allocate_data
 from geovis_ros.ros.errors import ConversionError
+from geovis_ros.ros.messages import HEADER, POINT_CLOUD2, POINT_FIELD, RCLPY, Message, MessageFactory
 
+# sensor_msgs/PointField.FLOAT32, the datatype of every field written.
+POINT_FIELD_FLOAT32 = 7
 # PointField.datatype -> element type (byte order applied per cloud).
 POINT_FIELD_DTYPES: dict[int, np.dtype[Any]] = {
-    PointField.INT8: np.dtype(np.int8),
-    PointField.UINT8: np.dtype(np.uint8),
-    PointField.INT16: np.dtype(np.int16),
-    PointField.UINT16: np.dtype(np.uint16),
-    PointField.INT32: np.dtype(np.int32),
-    PointField.UINT32: np.dtype(np.uint32),
-    PointField.FLOAT32: np.dtype(np.float32),
-    PointField.FLOAT64: np.dtype(np.float64),
+    1: np.dtype(np.int8),  # INT8
+    2: np.dtype(np.uint8),  # UINT8
+    3: np.dtype(np.int16),  # INT16
+    4: np.dtype(np.uint16),  # UINT16
+    5: np.dtype(np.int32),  # INT32
+    6: np.dtype(np.uint32),  # UINT32
+    POINT_FIELD_FLOAT32: np.dtype(np.float32),  # FLOAT32
+    8: np.dtype(np.float64),  # FLOAT64
 }
 _XYZ_FIELDS = ("x", "y", "z")
 _COLOUR_FIELDS = ("rgb", "rgba")  # packed 0x00RRGGBB (alpha, if any, in the top byte is ignored)
@@ -43,13 +44,17 @@ _XYZ_RGB_LAYOUT = np.dtype(
 
 
 def pointcloud_from_numpy(
-    xyz: ArrayLike, rgb: ArrayLike | None = None, header: Header | None = None
-) -> PointCloud2:
+    xyz: ArrayLike,
+    rgb: ArrayLike | None = None,
+    header: Message | None = None,
+    factory: MessageFactory = RCLPY,
+) -> Message:
     """A PointCloud2 of N points: ``xyz`` (N, 3) floating metres in the header's frame.
 
     ``rgb`` (N, 3) uint8, optional, is packed into the ``rgb`` field. The points are written
     straight into ``msg.data`` (the only copy) through a structured view, no per-point Python.
     ``is_dense`` is True when every coordinate is finite. N = 0 gives an empty cloud.
+    ``factory`` makes the message (rclpy by default, or rosbags).
     """
     points = np.asarray(xyz)
     if points.ndim != 2 or points.shape[1] != 3:
@@ -64,31 +69,33 @@ def pointcloud_from_numpy(
 
     count = points.shape[0]
     layout = _XYZ_LAYOUT if colours is None else _XYZ_RGB_LAYOUT
-    msg = PointCloud2(
-        header=header if header is not None else Header(),
+    msg, data = factory.with_zeroed_data(
+        POINT_CLOUD2,
+        layout.itemsize * count,
+        header=header if header is not None else factory.new(HEADER),
         height=1,
         width=count,
         fields=[
             # x, y, z and rgb are consecutive 4-byte fields, as create_cloud lays them out
-            PointField(name=name, offset=4 * index, datatype=PointField.FLOAT32, count=1)
+            factory.new(POINT_FIELD, name=name, offset=4 * index, datatype=POINT_FIELD_FLOAT32, count=1)
             for index, name in enumerate(_XYZ_FIELDS if colours is None else (*_XYZ_FIELDS, "rgb"))
         ],
         is_bigendian=sys.byteorder == "big",
         point_step=layout.itemsize,
         row_step=layout.itemsize * count,
+        is_dense=bool(np.isfinite(points.astype(np.float32, copy=False)).all()),
     )
-    cloud = allocate_data(msg, layout.itemsize * count).view(layout)
+    cloud = data.view(layout)
     # Column by column: numpy's 1-D strided copies are several times faster than assigning
     # an (N, 3) block into an interleaved record.
     for axis, name in enumerate(_XYZ_FIELDS):
         cloud[name] = points[:, axis]
     if colours is not None:
         cloud["rgb"] = pack_rgb(colours)
-    msg.is_dense = bool(np.isfinite(points.astype(np.float32, copy=False)).all())
     return msg
 
 
-def numpy_from_pointcloud(msg: PointCloud2) -> tuple[NDArray[np.float32], NDArray[np.uint8] | None]:
+def numpy_from_pointcloud(msg: Message) -> tuple[NDArray[np.float32], NDArray[np.uint8] | None]:
     """Points (N, 3) float32 and colours (N, 3) uint8, or None without an rgb/rgba field.
 
     N = height * width (organised clouds are flattened row by row). x, y, z may be any
@@ -158,7 +165,7 @@ def unpack_rgb(packed: NDArray[np.uint32]) -> NDArray[np.uint8]:
     return rgb
 
 
-def _field_dtype(field: PointField, point_step: int) -> np.dtype[Any]:
+def _field_dtype(field: Message, point_step: int) -> np.dtype[Any]:
     """Element dtype of one PointField, after checking its type, count and extent."""
     dtype = POINT_FIELD_DTYPES.get(field.datatype)
     if dtype is None:

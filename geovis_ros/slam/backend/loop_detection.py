@@ -24,12 +24,10 @@ from numpy.typing import ArrayLike, NDArray
 
 from geovis_ros.errors import GeovisError
 from geovis_ros.geometry.camera import Intrinsics
-from geovis_ros.geometry.se3 import invert, make_pose, se3_exp, se3_log
-from geovis_ros.slam.backend.pose_graph import (
-    adjoint_batch,
-)
+from geovis_ros.geometry.se3 import invert, make_pose, se3_adjoint, se3_exp, se3_log
 from geovis_ros.slam.frontend.config import TrackingConfig
-from geovis_ros.slam.frontend.tracking import DirectTracker, ImagePyramid, TrackingReference
+from geovis_ros.slam.frontend.pyramid import ImagePyramid
+from geovis_ros.slam.frontend.tracking import DirectTracker, TrackingReference
 
 
 class LoopClosureConfigError(GeovisError, ValueError):
@@ -445,7 +443,7 @@ class LoopDetector:
             return None
         # The loop edge's error twist lives in the query frame; the backward solution's is a
         # perturbation d' of the match camera, which is d = -Ad(T_match_query)^-1 d' there.
-        adjoint = adjoint_batch(pose_match_query_forward[None])[0]
+        adjoint = se3_adjoint(pose_match_query_forward)
         fused = _information_weighted_mean(
             pose_match_query_forward, forward.information,
             backward.pose_query_match, adjoint.T @ backward.information @ adjoint,
@@ -501,7 +499,7 @@ class LoopDetector:
         if not (self._agree(pose_forward, pose_backward, scene_depth)
                 and self._agree(pose_match_query, pose_forward, scene_depth)):
             return None
-        adjoint = adjoint_batch(forward.pose_current_keyframe[None])[0]
+        adjoint = se3_adjoint(forward.pose_current_keyframe)
         try:
             information_forward = np.linalg.inv(adjoint @ forward.covariance @ adjoint.T).astype(np.float64)
             information_backward = np.linalg.inv(backward.covariance).astype(np.float64)

@@ -26,7 +26,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from geovis_ros.errors import GeovisError
-from geovis_ros.geometry.se3 import invert
+from geovis_ros.geometry.se3 import invert, se3_adjoint, se3_exp, se3_log, se3_right_jacobian_inverse
 
 if TYPE_CHECKING:
     from scipy.sparse import csc_matrix
@@ -125,125 +125,6 @@ class OptimizationReport:
     final_cost: float
     iterations: int
     converged: bool
-
-
-def _skew_batch(v: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Cross-product matrices (N, 3, 3) of vectors (N, 3)."""
-    out = np.zeros(v.shape[:-1] + (3, 3))
-    out[..., 0, 1], out[..., 0, 2] = -v[..., 2], v[..., 1]
-    out[..., 1, 0], out[..., 1, 2] = v[..., 2], -v[..., 0]
-    out[..., 2, 0], out[..., 2, 1] = -v[..., 1], v[..., 0]
-    return out
-
-
-def so3_log_batch(rotations: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Axis-angle vectors (N, 3), radians, of rotation matrices (N, 3, 3); vectorised ``so3_log``."""
-    cos_theta = np.clip((np.trace(rotations, axis1=-2, axis2=-1) - 1.0) / 2.0, -1.0, 1.0)
-    theta = np.arccos(cos_theta)
-    w = np.stack(
-        [rotations[:, 2, 1] - rotations[:, 1, 2], rotations[:, 0, 2] - rotations[:, 2, 0],
-         rotations[:, 1, 0] - rotations[:, 0, 1]], axis=-1,
-    )
-    sin_theta = np.sin(theta)
-    small = theta < 1e-6
-    near_pi = np.pi - theta < 1e-4
-    scale = np.where(small | near_pi, 0.5, theta / np.where(small | near_pi, 1.0, 2.0 * sin_theta))
-    out = scale[:, None] * w
-    if np.any(near_pi):
-        # Near pi the antisymmetric part vanishes: the axis is the dominant column of (R + I) / 2.
-        b = (rotations[near_pi] + np.eye(3)) / 2.0
-        pivot = np.argmax(np.diagonal(b, axis1=-2, axis2=-1), axis=-1)
-        axis = b[np.arange(b.shape[0]), pivot]
-        axis /= np.linalg.norm(axis, axis=-1, keepdims=True)
-        sign = np.where(np.sum(axis * w[near_pi], axis=-1) < 0, -1.0, 1.0)
-        out[near_pi] = (sign * theta[near_pi])[:, None] * axis
-    return out
-
-
-def _so3_left_jacobian_batch(omega: NDArray[np.float64], inverse: bool) -> NDArray[np.float64]:
-    """SO(3) left Jacobians (N, 3, 3) of axis-angle vectors (N, 3), or their inverses."""
-    theta = np.linalg.norm(omega, axis=-1)
-    k = _skew_batch(omega)
-    kk = k @ k
-    small = theta < 1e-6
-    t = np.where(small, 1.0, theta)
-    if inverse:
-        b = np.full_like(theta, -0.5)
-        c = np.where(small, 1.0 / 12.0, (1.0 - t * np.sin(t) / (2.0 * (1.0 - np.cos(t)))) / t**2)
-    else:
-        b = np.where(small, 0.5, (1.0 - np.cos(t)) / t**2)
-        c = np.where(small, 1.0 / 6.0, (t - np.sin(t)) / t**3)
-    return np.eye(3) + b[:, None, None] * k + c[:, None, None] * kk
-
-
-def _se3_q_batch(twists: NDArray[np.float64]) -> NDArray[np.float64]:
-    """The coupling block Q (N, 3, 3) of the SE(3) left Jacobian [[Jl(w), Q], [0, Jl(w)]] of twists (N, 6).
-
-    Closed form of Barfoot, *State Estimation for Robotics*, for twists ordered (v, w).
-    """
-    rho, phi = _skew_batch(twists[:, :3]), _skew_batch(twists[:, 3:])
-    angle = np.linalg.norm(twists[:, 3:], axis=-1)
-    small = angle < 1e-2
-    a = np.where(small, 1.0, angle)
-    # Series limits below 1e-2 rad avoid cancellation in the closed forms.
-    c1 = np.where(small, 1.0 / 6.0 - a**2 / 120.0, (a - np.sin(a)) / a**3)
-    c2 = np.where(small, 1.0 / 24.0 - a**2 / 720.0, (a**2 / 2.0 + np.cos(a) - 1.0) / a**4)
-    c3 = np.where(small, 1.0 / 120.0 - a**2 / 2520.0, (2.0 * a - 3.0 * np.sin(a) + a * np.cos(a)) / (2.0 * a**5))
-    phi_rho, rho_phi = phi @ rho, rho @ phi
-    phi_rho_phi = phi_rho @ phi
-    return (
-        0.5 * rho
-        + c1[:, None, None] * (phi_rho + rho_phi + phi_rho_phi)
-        + c2[:, None, None] * (phi @ phi_rho + rho_phi @ phi - 3.0 * phi_rho_phi)
-        + c3[:, None, None] * (phi_rho_phi @ phi + phi @ phi_rho_phi)
-    )
-
-
-def se3_right_jacobian_inverse_batch(twists: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Inverse right Jacobians (N, 6, 6) of SE(3) at twists (N, 6) ordered (v, w).
-
-    ``log(exp(xi) exp(delta)) ~= xi + Jr^-1(xi) delta`` for small delta; ``Jr(xi) = Jl(-xi)``.
-    """
-    negated = -twists
-    jl_inv = _so3_left_jacobian_batch(negated[:, 3:], inverse=True)
-    out = np.zeros((twists.shape[0], 6, 6))
-    out[:, :3, :3] = jl_inv
-    out[:, 3:, 3:] = jl_inv
-    out[:, :3, 3:] = -jl_inv @ _se3_q_batch(negated) @ jl_inv
-    return out
-
-
-def se3_log_batch(poses: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Twists (N, 6) ordered (v, w) of poses (N, 4, 4); vectorised ``se3_log``."""
-    omega = so3_log_batch(poses[:, :3, :3])
-    v = np.einsum("nij,nj->ni", _so3_left_jacobian_batch(omega, inverse=True), poses[:, :3, 3])
-    return np.concatenate([v, omega], axis=-1)
-
-
-def se3_exp_batch(twists: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Poses (N, 4, 4) of twists (N, 6) ordered (v, w); vectorised ``se3_exp``."""
-    v, omega = twists[:, :3], twists[:, 3:]
-    theta = np.linalg.norm(omega, axis=-1)
-    k = _skew_batch(omega)
-    small = theta < 1e-8
-    t = np.where(small, 1.0, theta)
-    a = np.where(small, 1.0, np.sin(t) / t)
-    b = np.where(small, 0.5, (1.0 - np.cos(t)) / t**2)
-    out = np.zeros((twists.shape[0], 4, 4))
-    out[:, :3, :3] = np.eye(3) + a[:, None, None] * k + b[:, None, None] * (k @ k)
-    out[:, :3, 3] = np.einsum("nij,nj->ni", _so3_left_jacobian_batch(omega, inverse=False), v)
-    out[:, 3, 3] = 1.0
-    return out
-
-
-def adjoint_batch(poses: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Adjoints (N, 6, 6) of poses (N, 4, 4) for twists ordered (v, w): [[R, [t]x R], [0, R]]."""
-    r = poses[:, :3, :3]
-    out = np.zeros((poses.shape[0], 6, 6))
-    out[:, :3, :3] = r
-    out[:, 3:, 3:] = r
-    out[:, :3, 3:] = _skew_batch(poses[:, :3, 3]) @ r
-    return out
 
 
 def nearest_rigid(pose: ArrayLike, tolerance: float = 1e-3) -> NDArray[np.float64]:
@@ -386,7 +267,7 @@ class PoseGraph:
     def _residuals(edges: _EdgeArrays, poses: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Residual twists (E, 6) and the error transforms ``Z^-1 T_i^-1 T_j`` (E, 4, 4)."""
         error_pose = edges.measurement_inv @ invert(poses[edges.source]) @ poses[edges.target]
-        return se3_log_batch(error_pose), error_pose
+        return se3_log(error_pose), error_pose
 
     @staticmethod
     def _robust(edges: _EdgeArrays, chi2: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -424,9 +305,9 @@ class PoseGraph:
         chi2 = np.einsum("ni,nij,nj->n", residual, edges.information, residual)
         _, weight = self._robust(edges, chi2)
         # d e / d delta_j = Jr^-1(e); d e / d delta_i = -Jr^-1(e) Ad(T_j^-1 T_i), T_j^-1 T_i = E^-1 Z^-1.
-        jr_inv = se3_right_jacobian_inverse_batch(residual)
+        jr_inv = se3_right_jacobian_inverse(residual)
         jac_target = jr_inv
-        jac_source = -jr_inv @ adjoint_batch(invert(error_pose) @ edges.measurement_inv)
+        jac_source = -jr_inv @ se3_adjoint(invert(error_pose) @ edges.measurement_inv)
         weighted_info = weight[:, None, None] * edges.information
         blocks = {
             ("s", "s"): np.swapaxes(jac_source, 1, 2) @ weighted_info @ jac_source,
@@ -523,7 +404,7 @@ class PoseGraph:
             finite = bool(np.all(np.isfinite(step)))
             small_step = finite and float(np.abs(step).max()) < self.config.step_tolerance
             candidate = poses.copy()
-            candidate[free] = poses[free] @ se3_exp_batch(np.nan_to_num(step).reshape(-1, 6))
+            candidate[free] = poses[free] @ se3_exp(np.nan_to_num(step).reshape(-1, 6))
             new_cost = self._cost(edges, candidate) if finite else np.inf
             if new_cost < cost:
                 converged = (cost - new_cost) <= self.config.relative_tolerance * cost or small_step

@@ -15,7 +15,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from geovis_ros.frame import PointCloud
 from geovis_ros.geometry.camera import Intrinsics
-from geovis_ros.geometry.se3 import invert, rotation_angle, se3_log
+from geovis_ros.geometry.se3 import invert, rotation_angle, se3_adjoint, se3_log
 from geovis_ros.slam.backend.loop_detection import LoopClosure, LoopClosureConfig, LoopClosureConfigError, LoopDetector
 from geovis_ros.slam.backend.mapping import CloudConfig, KeyframeMap, KeyframeMapConfig, depth_to_cloud
 from geovis_ros.slam.backend.pose_graph import (
@@ -24,7 +24,6 @@ from geovis_ros.slam.backend.pose_graph import (
     PoseGraphConfig,
     PoseGraphEdge,
     RobustKernel,
-    adjoint_batch,
     nearest_rigid,
 )
 
@@ -166,7 +165,7 @@ class SlamBackend:
         if covariance.shape != (6, 6) or not np.all(np.isfinite(covariance)):
             raise ValueError(f"relative covariance must be a finite 6x6 matrix, got shape {covariance.shape}")
         # A left perturbation exp(d) T equals the right perturbation T exp(Ad(T^-1) d).
-        adjoint = adjoint_batch(invert(pose_previous_keyframe)[None])[0]
+        adjoint = se3_adjoint(invert(pose_previous_keyframe))
         right = adjoint @ (0.5 * (covariance + covariance.T)) @ adjoint.T
         information = np.linalg.inv(right + drift)
         return 0.5 * (information + information.T)
@@ -259,7 +258,7 @@ class SlamBackend:
         path_length = 0.0
         for relative, covariance in reversed(chain):
             # A right perturbation d of edge i moves T_match_query by Ad(T_query_i) d in the query frame.
-            adjoint = adjoint_batch(pose_query_keyframe[None])[0]
+            adjoint = se3_adjoint(pose_query_keyframe)
             chain_covariance += adjoint @ covariance @ adjoint.T
             pose_query_keyframe = pose_query_keyframe @ invert(relative)
             path_length += float(np.linalg.norm(relative[:3, 3]))

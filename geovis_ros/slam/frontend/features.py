@@ -20,8 +20,9 @@ from numpy.typing import NDArray
 from geovis_ros.frame import FlowResult
 from geovis_ros.geometry.se3 import rotation_angle, so3_exp
 from geovis_ros.slam.frontend.config import FeatureConfig, TrackingConfig
+from geovis_ros.slam.frontend.estimate import TrackingEstimate, TrackingFailure, failed_estimate
 from geovis_ros.slam.frontend.keyframes import ActiveKeyframe
-from geovis_ros.slam.frontend.tracking import ImagePyramid, TrackingEstimate, failed_estimate, sample_bilinear
+from geovis_ros.slam.frontend.pyramid import ImagePyramid, sample_bilinear
 
 _CORNER_BORDER_PX = 4
 _RANSAC_CONFIDENCE = 0.999
@@ -134,12 +135,12 @@ class FeatureTracker:
         cfg = self.config
         guess = np.asarray(guess, dtype=np.float64)
         if pyramid.texture_fraction < self._tracking.min_image_gradient_fraction:
-            return failed_estimate(guess, "textureless frame")
+            return failed_estimate(guess, TrackingFailure.TEXTURELESS)
         if self._keyframe_id != keyframe.id:
             self._seed(keyframe)
         total = self._keyframe_pixels.shape[0]
         if total < cfg.min_inliers:
-            return failed_estimate(guess, f"too few keyframe corners ({total})")
+            return failed_estimate(guess, TrackingFailure.TOO_FEW_KEYFRAME_CORNERS)
         k = pyramid.intrinsics[0]
         rho = sample_bilinear(keyframe.inverse_depth, self._keyframe_pixels[:, 0], self._keyframe_pixels[:, 1])
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -157,10 +158,10 @@ class FeatureTracker:
         usable = followed & inside & np.all(np.isfinite(points), axis=1)
         count = int(np.count_nonzero(usable))
         if count < max(cfg.min_inliers, 4):
-            return failed_estimate(guess, f"too few followed corners ({count})")
+            return failed_estimate(guess, TrackingFailure.TOO_FEW_FOLLOWED_CORNERS)
         estimate = self._solve_pnp(points[usable], current[usable], k.matrix)
         if estimate is None:
-            return failed_estimate(guess, "PnP failed")
+            return failed_estimate(guess, TrackingFailure.PNP_FAILED)
         pose, inlier_index = estimate
         inliers = np.flatnonzero(usable)[inlier_index]
         moved = points[inliers] @ pose[:3, :3].T + pose[:3, 3]
@@ -169,18 +170,18 @@ class FeatureTracker:
         residual = float(np.sqrt(np.mean(np.sum(errors**2, axis=1))))
         variance = float(np.sum(errors**2)) / max(2 * inliers.size - 6, 1)
         inlier_ratio = inliers.size / count
-        failure = ""
+        failure: TrackingFailure | None = None
         median_depth = float(np.nanmedian(z)) if np.any(np.isfinite(z)) else float("nan")
         if inliers.size < cfg.min_inliers:
-            failure = f"too few PnP inliers ({inliers.size})"
+            failure = TrackingFailure.TOO_FEW_PNP_INLIERS
         elif inlier_ratio < cfg.min_inlier_ratio:
-            failure = f"low inlier ratio ({inlier_ratio:.2f})"
+            failure = TrackingFailure.LOW_INLIER_RATIO
         elif math.isfinite(median_depth) and np.linalg.norm(pose[:3, 3]) > (
                 self._tracking.max_translation_depth_ratio * median_depth):
-            failure = "diverged (translation)"
+            failure = TrackingFailure.DIVERGED_TRANSLATION
         elif math.degrees(rotation_angle(pose[:3, :3])) > self._tracking.max_rotation_deg:
-            failure = "diverged (rotation)"
-        if failure:
+            failure = TrackingFailure.DIVERGED_ROTATION
+        if failure is not None:
             return failed_estimate(guess, failure)
         # Keep following the inliers only; the next frame starts from here.
         self._keyframe_pixels = self._keyframe_pixels[inliers]

@@ -29,7 +29,8 @@ from numpy.typing import NDArray
 from geovis_ros.geometry.camera import Intrinsics
 from geovis_ros.geometry.se3 import rotation_angle
 from geovis_ros.slam.frontend.config import FusionConfig, KeyframeConfig, TrackingConfig
-from geovis_ros.slam.frontend.tracking import ImagePyramid, TrackingReference, sample_bilinear
+from geovis_ros.slam.frontend.pyramid import ImagePyramid, sample_bilinear
+from geovis_ros.slam.frontend.tracking import TrackingReference
 
 _PATTERN = np.arange(-2, 3, dtype=np.float64)  # 5 samples along the epipolar line, 1 pixel apart
 _STEREO_BORDER_PX = 4

@@ -46,6 +46,7 @@ from numpy.typing import NDArray
 from geovis_ros.frame import DepthResult, FlowResult, Frame, OdometryResult, TrackingState
 from geovis_ros.geometry.se3 import invert, se3_exp, se3_log
 from geovis_ros.slam.frontend.config import OdometryConfig
+from geovis_ros.slam.frontend.estimate import TrackingEstimate, TrackingFailure, failed_estimate
 from geovis_ros.slam.frontend.features import FeatureTracker
 from geovis_ros.slam.frontend.keyframes import (
     ActiveKeyframe,
@@ -55,15 +56,8 @@ from geovis_ros.slam.frontend.keyframes import (
     inverse_depth_prior,
     keyframe_switch_reason,
 )
-from geovis_ros.slam.frontend.tracking import (
-    DirectTracker,
-    ImagePyramid,
-    TrackingEstimate,
-    failed_estimate,
-    orthonormalized,
-    sample_bilinear,
-    twist_adjoint,
-)
+from geovis_ros.slam.frontend.pyramid import ImagePyramid, sample_bilinear
+from geovis_ros.slam.frontend.tracking import DirectTracker, orthonormalized, twist_adjoint
 
 _DEFAULT_FRAME_INTERVAL_S = 1.0 / 30.0  # used until two frames with distinct stamps were seen
 _UNKNOWN_SCALE_STD = 1.0  # log-scale std after a relative-depth run lost its scale reference
@@ -248,14 +242,14 @@ class OdometryStage:
         previous = invert(self._pose) @ active.pose  # zero motion since the previous frame
         if not np.allclose(previous, guess, atol=1e-9):
             attempts.append(previous)
-        estimate = failed_estimate(guess, "not tracked")
+        estimate = failed_estimate(guess, TrackingFailure.NOT_TRACKED)
         for attempt in attempts:
             if self.config.method == "direct":
                 estimate = self._direct.track(active.reference, pyramid, attempt, self._brightness,
                                               active.median_depth())
             else:
                 estimate = self._features.track(active, pyramid, attempt, flow)
-            if estimate.success or estimate.failure == "textureless frame":
+            if estimate.success or estimate.failure is TrackingFailure.TEXTURELESS:
                 break
         return estimate
 
@@ -312,7 +306,7 @@ class OdometryStage:
 
     def _initialize(self, frame: Frame, pyramid: ImagePyramid, depth: DepthResult) -> OdometryResult:
         prior = self._network_prior(depth)
-        estimate = failed_estimate(np.eye(4), "initializing")
+        estimate = failed_estimate(np.eye(4), TrackingFailure.INITIALIZING)
         if pyramid.texture_fraction >= self.config.tracking.min_image_gradient_fraction and prior is not None:
             self._start_keyframe(frame, pyramid, depth, prior, self._pose, self._covariance, parent=None)
             if depth.is_metric:

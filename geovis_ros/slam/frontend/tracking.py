@@ -25,20 +25,30 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 from numpy.typing import NDArray
 
 from geovis_ros.geometry.camera import Intrinsics
 from geovis_ros.geometry.se3 import invert, rotation_angle, se3_exp, skew, so3_log
 from geovis_ros.slam.frontend.config import TrackingConfig
+from geovis_ros.slam.frontend.estimate import TrackingEstimate, TrackingFailure, failed_estimate
+from geovis_ros.slam.frontend.pyramid import ImagePyramid, sample_bilinear
 
 _BORDER_PX = 2
 _BRIGHTNESS_SCALE = 255.0  # prior on the gain is expressed in grey levels at full white
 _MIN_RELATIVE_DECREASE = 1e-3  # a level stops once an accepted step lowers the cost less than this
 _MAX_REJECTED_STEPS = 3  # ... or after this many consecutive steps that raised the cost
-_REMAP_ROW = 4096  # cv2.remap maps must stay under 32767 per side
 _OUTLIER_GRID_COLUMNS = 16  # the moving-object mask is a grid of cells this many across
+
+MIN_BRIGHTNESS_GAIN = 0.2
+"""A converged photometric gain (current / keyframe intensity) at or below this fails the frame.
+
+A gain that far from 1 (the frame 5x darker than its keyframe) means the solver explained the
+residual away by brightness instead of aligning the images; exposure changes between a frame and
+its keyframe stay well inside the bounds.
+"""
+MAX_BRIGHTNESS_GAIN = 5.0
+"""A converged gain at or above this fails the frame (the mirror of :data:`MIN_BRIGHTNESS_GAIN`)."""
 
 
 def twist_adjoint(pose: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -68,104 +78,6 @@ def orthonormalized(pose: NDArray[np.float64]) -> NDArray[np.float64]:
     out[:3, :3] = rotation
     out[3] = (0.0, 0.0, 0.0, 1.0)
     return out
-
-
-def rgb_to_gray(image: NDArray[np.uint8]) -> NDArray[np.uint8]:
-    """Grey image (H, W) uint8 of an (H, W, 3) uint8 RGB image (ITU-R BT.601 weights)."""
-    return np.asarray(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), dtype=np.uint8)
-
-
-def pyramid_level_count(width: int, height: int, max_levels: int, min_level_size: int) -> int:
-    """Number of pyramid levels (>= 1) whose short side stays >= ``min_level_size`` pixels."""
-    levels = 1
-    while levels < max_levels and (min(width, height) >> levels) >= min_level_size:
-        levels += 1
-    return levels
-
-
-def half_intrinsics(intrinsics: Intrinsics) -> Intrinsics:
-    """Intrinsics after averaging 2x2 pixel blocks (odd last row/column dropped)."""
-    return Intrinsics(
-        intrinsics.fx / 2.0, intrinsics.fy / 2.0, (intrinsics.cx + 0.5) / 2.0 - 0.5,
-        (intrinsics.cy + 0.5) / 2.0 - 0.5, intrinsics.width // 2, intrinsics.height // 2,
-    )
-
-
-@dataclass(frozen=True)
-class ImagePyramid:
-    """Grey image pyramid of one frame with Sobel gradients.
-
-    Attributes:
-        gray_u8: (H, W) uint8 grey image at the input resolution.
-        gray: per level (H_l, W_l) float32 grey levels 0-255; level 0 is the input resolution and
-            level l averages 2^l x 2^l blocks.
-        grad_x, grad_y: per level (H_l, W_l) float32 intensity gradients, grey levels per pixel.
-        intrinsics: per level intrinsics.
-        texture_fraction: fraction of level-0 pixels whose gradient magnitude reaches the
-            ``min_gradient`` the pyramid was built with.
-
-    """
-
-    gray_u8: NDArray[np.uint8]
-    gray: tuple[NDArray[np.float32], ...]
-    grad_x: tuple[NDArray[np.float32], ...]
-    grad_y: tuple[NDArray[np.float32], ...]
-    intrinsics: tuple[Intrinsics, ...]
-    texture_fraction: float
-
-    @classmethod
-    def build(cls, image: NDArray[np.uint8], intrinsics: Intrinsics, config: TrackingConfig) -> ImagePyramid:
-        """Pyramid of an (H, W, 3) uint8 RGB image with ``config.pyramid_levels`` levels at most."""
-        gray_u8 = rgb_to_gray(image)
-        levels = pyramid_level_count(intrinsics.width, intrinsics.height, config.pyramid_levels,
-                                     config.min_level_size)
-        grays = [gray_u8.astype(np.float32)]
-        intrinsics_levels = [intrinsics]
-        for _ in range(1, levels):
-            previous, k = grays[-1], intrinsics_levels[-1]
-            half = half_intrinsics(k)
-            cropped = previous[: 2 * half.height, : 2 * half.width]
-            grays.append(np.asarray(cv2.resize(cropped, (half.width, half.height), interpolation=cv2.INTER_AREA),
-                                    dtype=np.float32))
-            intrinsics_levels.append(half)
-        grad_x = tuple(np.asarray(cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3, scale=0.125), np.float32) for g in grays)
-        grad_y = tuple(np.asarray(cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3, scale=0.125), np.float32) for g in grays)
-        magnitude_sq = grad_x[0] ** 2 + grad_y[0] ** 2
-        texture = float(np.count_nonzero(magnitude_sq >= max(config.min_gradient, 1e-3) ** 2)) / magnitude_sq.size
-        return cls(gray_u8, tuple(grays), grad_x, grad_y, tuple(intrinsics_levels), texture)
-
-    @property
-    def levels(self) -> int:
-        """Number of pyramid levels."""
-        return len(self.gray)
-
-
-def sample_bilinear(
-    image: NDArray[np.float32], u: NDArray[np.floating], v: NDArray[np.floating]
-) -> NDArray[np.float32]:
-    """Bilinear samples of an (H, W) float32 image at pixel positions u, v (same shape, any float dtype).
-
-    Returns float32 samples shaped like ``u``: NaN where (u, v) is NaN or not inside
-    [0, W-1) x [0, H-1) (both interpolation neighbours must exist), or where it touches a NaN
-    pixel of ``image`` (so NaN-marked invalid maps stay invalid).
-    """
-    image = np.ascontiguousarray(image, dtype=np.float32)
-    shape = np.shape(u)
-    count = int(np.prod(shape))
-    if count == 0:
-        return np.zeros(shape, np.float32)
-    # cv2.remap needs maps under 32767 per side: lay the points out in rows of _REMAP_ROW.
-    columns = min(count, _REMAP_ROW)
-    rows = -(-count // columns)
-    map_u = np.full(rows * columns, np.nan, np.float32)
-    map_v = np.full(rows * columns, np.nan, np.float32)
-    map_u[:count] = np.ravel(u)
-    map_v[:count] = np.ravel(v)
-    values = cv2.remap(
-        image, map_u.reshape(rows, columns), map_v.reshape(rows, columns), cv2.INTER_LINEAR,
-        borderMode=cv2.BORDER_CONSTANT, borderValue=float("nan"),
-    )
-    return np.asarray(values, dtype=np.float32).reshape(-1)[:count].reshape(shape)
 
 
 def select_pixels(
@@ -324,49 +236,6 @@ class TrackingReference:
         return float(np.median(pts[:, 2])) if pts.shape[0] else float("nan")
 
 
-@dataclass(frozen=True)
-class TrackingEstimate:
-    """Result of aligning one frame to a keyframe.
-
-    Attributes:
-        pose_current_keyframe: (4, 4) float64 T_current_keyframe.
-        covariance: (6, 6) float64 covariance of the left perturbation of T_keyframe_current, in
-            the keyframe frame (metres, radians).
-        success: False when tracking failed (see ``failure``).
-        failure: why it failed ("" on success).
-        residual: robust RMS residual (grey levels for direct, pixels for features).
-        inlier_ratio: fraction of usable points/correspondences accepted as inliers.
-        visible_ratio: fraction of the keyframe's tracked points seen inside the current frame.
-        point_count: usable points / correspondences at the finest level.
-        brightness: (gain, offset) mapping keyframe to current intensities.
-        iterations: total solver iterations.
-        projected: (M, 2) float64 positions in the current frame of the visible finest-level points
-            (direct tracking only; empty for the feature tracker).
-        persistent_outlier: (M,) bool, True where that point is an outlier again in a cell excluded
-            by the previous frame (a moving object rather than a one-frame glitch).
-
-    """
-
-    pose_current_keyframe: NDArray[np.float64]
-    covariance: NDArray[np.float64]
-    success: bool
-    failure: str = ""
-    residual: float = float("nan")
-    inlier_ratio: float = 0.0
-    visible_ratio: float = 0.0
-    point_count: int = 0
-    brightness: tuple[float, float] = (1.0, 0.0)
-    iterations: int = 0
-    projected: NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, 2)))
-    persistent_outlier: NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, bool))
-
-
-def failed_estimate(pose_current_keyframe: NDArray[np.float64], reason: str) -> TrackingEstimate:
-    """A failed estimate at the given pose with an unusable (huge) covariance."""
-    return TrackingEstimate(np.asarray(pose_current_keyframe, dtype=np.float64).copy(), np.eye(6) * 1e6,
-                            success=False, failure=reason)
-
-
 class MotionPrior:
     """Gaussian prior on T_current_keyframe around the predicted pose (the tracker's initial guess).
 
@@ -408,6 +277,29 @@ class _Evaluation:
     v: NDArray[np.float64]
 
 
+@dataclass(frozen=True)
+class _Solution:
+    """The converged coarse-to-fine solution of one :meth:`DirectTracker.track` call, to be judged.
+
+    Attributes:
+        pose: (4, 4) float64 T_current_keyframe, orthonormalised.
+        gain, offset: affine brightness, current = gain * keyframe + offset (grey levels).
+        iterations: solver iterations over all levels.
+        median_depth: scene depth (keyframe units) that scales the divergence test; may be NaN.
+        depth_term: (N,) float64 level-0 intensity variance caused by depth uncertainty (grey levels^2).
+        prior: the motion prior the solution was found with, or None.
+
+    """
+
+    pose: NDArray[np.float64]
+    gain: float
+    offset: float
+    iterations: int
+    median_depth: float
+    depth_term: NDArray[np.float64]
+    prior: MotionPrior | None
+
+
 class DirectTracker:
     """Coarse-to-fine direct photometric SE(3) + affine-brightness alignment of frames to a keyframe."""
 
@@ -426,12 +318,12 @@ class DirectTracker:
         cfg = self.config
         pose = np.asarray(guess, dtype=np.float64)
         if not np.all(np.isfinite(pose)):
-            return failed_estimate(np.eye(4), "non-finite initial guess")
+            return failed_estimate(np.eye(4), TrackingFailure.NON_FINITE_GUESS)
         pose = orthonormalized(pose)
         if pyramid.texture_fraction < cfg.min_image_gradient_fraction:
-            return failed_estimate(pose, "textureless frame")
+            return failed_estimate(pose, TrackingFailure.TEXTURELESS)
         if reference.point_count < cfg.min_points:
-            return failed_estimate(pose, "too few keyframe points with depth")
+            return failed_estimate(pose, TrackingFailure.TOO_FEW_KEYFRAME_POINTS)
         gain, offset = (brightness_guess if cfg.affine_brightness else (1.0, 0.0))
         depth = median_depth if median_depth is not None and math.isfinite(median_depth) else reference.median_depth()
         prior = None
@@ -455,8 +347,8 @@ class DirectTracker:
                 prior, reference.usable(level),
             )
             iterations += used
-        return self._assess(reference, pyramid, orthonormalized(pose), gain, offset, iterations, depth,
-                            depth_terms[0], prior)
+        solution = _Solution(orthonormalized(pose), gain, offset, iterations, depth, depth_terms[0], prior)
+        return self._assess(reference, pyramid, solution)
 
     # ------------------------------------------------------------------------------------------
 
@@ -594,14 +486,16 @@ class DirectTracker:
                 damping *= 10.0
         return pose, float(gain), float(offset), used
 
-    def _assess(
-        self, reference: TrackingReference, pyramid: ImagePyramid, pose: NDArray[np.float64], gain: float,
-        offset: float, iterations: int, depth: float, depth_term: NDArray[np.float64], prior: MotionPrior | None,
-    ) -> TrackingEstimate:
+    def _assess(self, reference: TrackingReference, pyramid: ImagePyramid, solution: _Solution) -> TrackingEstimate:
+        """Residual, inlier ratio and covariance of ``solution`` at level 0, and whether it failed.
+
+        On success the reference's moving-object cells are updated from this frame's outliers.
+        """
         cfg = self.config
+        pose, gain, offset, prior = solution.pose, solution.gain, solution.offset, solution.prior
         pts, k = reference.levels[0], pyramid.intrinsics[0]
-        final = self._evaluate(pts, pyramid.gray[0], k, pose, gain, offset, depth_term, cfg.tukey_threshold > 0,
-                               reference.usable(0))
+        final = self._evaluate(pts, pyramid.gray[0], k, pose, gain, offset, solution.depth_term,
+                               cfg.tukey_threshold > 0, reference.usable(0))
         hessian, gradient = self._normal_equations(pts, final, gain, offset)
         if prior:
             prior.add_to(hessian, gradient, pose)
@@ -622,30 +516,42 @@ class DirectTracker:
             covariance = 0.5 * (covariance + covariance.T)
         except np.linalg.LinAlgError:
             covariance = np.eye(6) * 1e6
-        failure = ""
-        if not np.all(np.isfinite(pose)) or not math.isfinite(gain):
-            failure = "diverged (non-finite)"
-        elif visible_count < cfg.min_points:
-            failure = f"too few visible points ({visible_count})"
-        elif np.linalg.norm(pose[:3, 3]) > cfg.max_translation_depth_ratio * depth:
-            failure = "diverged (translation)"
-        elif math.degrees(rotation_angle(pose[:3, :3])) > cfg.max_rotation_deg:
-            failure = "diverged (rotation)"
-        elif inlier_ratio < cfg.min_inlier_ratio:
-            failure = f"low inlier ratio ({inlier_ratio:.2f})"
-        elif residual > cfg.max_residual:
-            failure = f"high residual ({residual:.1f})"
-        elif not 0.2 < gain < 5.0:
-            failure = f"implausible brightness gain ({gain:.2f})"
+        failure = self._failure(solution, visible_count, inlier_ratio, residual)
         outlier = np.abs(final.normalised[final.visible]) > cfg.inlier_threshold
         # Outliers in cells that were already excluded: persistent (moving objects, not a glitch).
         persistent = outlier & ~final.active[final.visible]
-        if not failure:
+        if failure is None:
             reference.update_outlier_cells(pts.cell[final.visible], outlier)
         return TrackingEstimate(
-            pose_current_keyframe=pose, covariance=covariance if not failure else np.eye(6) * 1e6,
-            success=not failure, failure=failure, residual=residual, inlier_ratio=inlier_ratio,
+            pose_current_keyframe=pose, covariance=covariance if failure is None else np.eye(6) * 1e6,
+            success=failure is None, failure=failure, residual=residual, inlier_ratio=inlier_ratio,
             visible_ratio=float(np.count_nonzero(final.visible)) / total, point_count=visible_count,
-            brightness=(gain, offset), iterations=iterations,
+            brightness=(gain, offset), iterations=solution.iterations,
             projected=np.stack([final.u[final.visible], final.v[final.visible]], axis=1), persistent_outlier=persistent,
         )
+
+    def _failure(
+        self, solution: _Solution, visible_count: int, inlier_ratio: float, residual: float
+    ) -> TrackingFailure | None:
+        """The first test ``solution`` fails, in order of severity, or None when it is a good track.
+
+        ``visible_count``: usable level-0 points inside the frame; ``inlier_ratio``: their inlier
+        fraction; ``residual``: robust RMS residual, grey levels.
+        """
+        cfg = self.config
+        pose, gain = solution.pose, solution.gain
+        if not np.all(np.isfinite(pose)) or not math.isfinite(gain):
+            return TrackingFailure.DIVERGED_NON_FINITE
+        if visible_count < cfg.min_points:
+            return TrackingFailure.TOO_FEW_VISIBLE_POINTS
+        if np.linalg.norm(pose[:3, 3]) > cfg.max_translation_depth_ratio * solution.median_depth:
+            return TrackingFailure.DIVERGED_TRANSLATION
+        if math.degrees(rotation_angle(pose[:3, :3])) > cfg.max_rotation_deg:
+            return TrackingFailure.DIVERGED_ROTATION
+        if inlier_ratio < cfg.min_inlier_ratio:
+            return TrackingFailure.LOW_INLIER_RATIO
+        if residual > cfg.max_residual:
+            return TrackingFailure.HIGH_RESIDUAL
+        if not MIN_BRIGHTNESS_GAIN < gain < MAX_BRIGHTNESS_GAIN:
+            return TrackingFailure.IMPLAUSIBLE_GAIN
+        return None

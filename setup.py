@@ -34,7 +34,7 @@ setup(
     package_data={PACKAGE: ["models/weights/*.safetensors", "models/*.md", "models/*.yaml"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
-        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}", ["package.xml", "LICENSE"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         *tree("config"),
     ],

@@ -1,4 +1,4 @@
-"""``geovis <command>``: the offline tools (dataset, eval, bench, train, predict, odometry, ...).
+"""``geovis <command>``: the offline tools (dataset, eval, bench, train, predict, models, odometry, ...).
 
 Each command lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``;
 only the module of the command being run is imported, so ``geovis eval`` never loads torch.
@@ -21,10 +21,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "build-engines": ("geovis_ros.inference.build_engines", "prebuild and cache TensorRT engines"),
     "train": ("geovis_ros.training.commands", "train or fine-tune the depth, flow and pose networks"),
     "predict": ("geovis_ros.apps.predict", "run a network on image files (depth, flow)"),
+    "models": ("geovis_ros.apps.models", "model card presets; check a card against an ONNX file"),
     "odometry": ("geovis_ros.apps.odometry", "monocular visual odometry over a recording"),
     "vo-bench": ("geovis_ros.apps.vo_bench",
                  "odometry, fusion, loop-closure and map-memory benchmarks on synthetic sequences"),
     "process-bag": ("geovis_ros.apps.process_bag", "run the whole pipeline over a recorded bag, without ROS"),
+    "soak-bench": ("geovis_ros.apps.soak_bench", "long synthetic loop through the pipeline: RSS after the map bounds"),
     "demo": ("geovis_ros.apps.demo", "synthetic sequence through pipeline_node over DDS; writes out/demo"),
 }
 

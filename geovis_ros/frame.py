@@ -39,15 +39,29 @@ class Frame:
             )
 
 
+class ScaleSource(enum.Enum):
+    """Where the metric scale of a result comes from (the value is the text for diagnostics and reports)."""
+
+    NONE = "none"  # relative depth and no metric source: consistent, not metric
+    METRIC_NETWORK = "metric_network"  # a metric depth network (per-image errors averaged by the odometry)
+    CAMERA_HEIGHT = "camera_height"  # the ground plane seen at the camera's known mounting height
+    FUSED_MAP = "fused_map"  # carried by the fused keyframe depth since a metric source was last seen
+
+
 @dataclass(frozen=True)
 class DepthResult:
-    """Metric depth of one frame at the input resolution.
+    """Depth of one frame at the input resolution.
 
     Attributes:
-        depth: (H, W) float32 metres (z), NaN where invalid.
-        std: (H, W) float32 standard deviation of ``depth``, metres.
+        depth: (H, W) float32 metres (z) when ``is_metric``, else relative depth (unknown scale,
+            and for affine-invariant models ``1 / (a / depth + b)``), NaN where invalid.
+        std: (H, W) float32 standard deviation of ``depth``, same units.
         intrinsics: intrinsics of ``depth`` (same as the frame's).
         is_metric: False for relative-depth models (scale recovered downstream).
+        scale_source: where the scale comes from (a network's own output: METRIC_NETWORK or NONE).
+        scale_confidence: probability, in [0, 1], that the scale is within the odometry's
+            tolerance (``ScaleConfig.confidence_tolerance``) of the true scale; 1.0 for a network's
+            own claim.
 
     """
 
@@ -55,6 +69,15 @@ class DepthResult:
     std: NDArray[np.float32]
     intrinsics: Intrinsics
     is_metric: bool = True
+    scale_source: ScaleSource | None = None
+    scale_confidence: float = 1.0
+
+    @property
+    def source(self) -> ScaleSource:
+        """``scale_source``, or what ``is_metric`` implies when it was not given."""
+        if self.scale_source is not None:
+            return self.scale_source
+        return ScaleSource.METRIC_NETWORK if self.is_metric else ScaleSource.NONE
 
 
 @dataclass(frozen=True)
@@ -90,11 +113,15 @@ class OdometryResult:
         covariance: (6, 6) float64 over (x, y, z, rx, ry, rz), metres and radians.
         velocity: (6,) float64 twist (v, w) in the camera frame, m/s and rad/s.
         state: tracking state.
-        is_metric: True when scale comes from a metric depth network.
-        scale_confidence: in [0, 1].
+        is_metric: True when the scale is metric (see ``scale_source``).
+        scale_confidence: in [0, 1]: probability that the scale is within the odometry's
+            tolerance (``ScaleConfig.confidence_tolerance``, 5 % by default) of the true scale.
         keyframe_id: id of the keyframe this frame was tracked against.
         residual: robust photometric / reprojection residual of the final estimate.
         inlier_ratio: fraction of pixels / correspondences accepted by the robust weights.
+        scale_source: where the metric scale comes from.
+        tracker: which tracker gave the pose: "direct", "features" (the fallback or the baseline),
+            "motion_model" (lost: constant-velocity bridge) or "" (initialising).
 
     """
 
@@ -107,6 +134,8 @@ class OdometryResult:
     keyframe_id: int
     residual: float = float("nan")
     inlier_ratio: float = float("nan")
+    scale_source: ScaleSource = ScaleSource.NONE
+    tracker: str = ""
 
 
 @dataclass(frozen=True)
@@ -120,10 +149,16 @@ class PointCloud:
 
 @dataclass
 class PipelineResult:
-    """Everything the pipeline produced for one frame (None for stages that are off or not ready)."""
+    """Everything the pipeline produced for one frame (None for stages that are off or not ready).
+
+    ``depth`` is the best depth of the frame: with odometry, the network depth corrected by the
+    fused keyframe depth in the odometry's (metric where known) scale; ``network_depth`` is the
+    depth network's own output.
+    """
 
     frame: Frame
     depth: DepthResult | None = None
+    network_depth: DepthResult | None = None
     flow: FlowResult | None = None
     odometry: OdometryResult | None = None
     points: PointCloud | None = None

@@ -1,4 +1,4 @@
-"""All stages in one process (pipeline_node) plus rviz2: the recommended way to run geovis_ros.
+"""All stages in one process (pipeline_node), rviz2 with rviz:=true: the recommended way to run geovis_ros.
 
 ros2 launch geovis_ros geovis.launch.py image:=/camera/image_raw camera_info:=/camera/camera_info
 """

@@ -1,5 +1,7 @@
 """ROS bag I/O with rosbags: ROS 2 write/read (sqlite3, mcap), ROS 1 reading, encodings, errors."""
 
+import sqlite3
+import struct
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -28,7 +30,7 @@ def make_frames(count: int = 3) -> list[SequenceFrame]:
     frames = []
     for i in range(count):
         depth = rng.uniform(0.5, 8.0, (H, W)).astype(np.float32)
-        depth[1, i] = np.nan
+        depth[1, i % W] = np.nan
         frames.append(SequenceFrame(
             name=f"{i:06d}", stamp_ns=1_700_000_000_000_000_000 + i * 50_000_000,
             rgb=rng.integers(0, 256, (H, W, 3), dtype=np.uint8), intrinsics=K,
@@ -208,3 +210,105 @@ def test_undecodable_image_is_a_dataset_error_naming_bag_and_topic(tmp_path):
                                                encoding="yuv422", step=2 * W, data=np.zeros(2 * W * H, np.uint8)))
     with pytest.raises(DatasetError, match=r"bag /cam/image: Image.encoding 'yuv422' is not supported"):
         BagSequence(tmp_path / "bag", calib=K)
+
+
+# -- hostile bags ----------------------------------------------------------------------------------
+
+
+def rewrite_messages(bag: Path, topic: str, indices: list[int], rewrite) -> None:
+    """Replace the raw CDR of messages ``indices`` (in bag order) of ``topic`` by ``rewrite(raw)``."""
+    (database,) = bag.glob("*.db3")
+    with sqlite3.connect(database) as connection:
+        rows = connection.execute(
+            "SELECT m.id, m.data FROM messages m JOIN topics t ON m.topic_id = t.id WHERE t.name = ? "
+            "ORDER BY m.timestamp", (topic,)).fetchall()
+        for index in indices:
+            connection.execute("UPDATE messages SET data = ? WHERE id = ?", (rewrite(rows[index][1]), rows[index][0]))
+
+
+def lie_about_frame_id_length(raw: bytes) -> bytes:
+    """CDR: 4-byte encapsulation, stamp (8 bytes), then the frame_id length: make it 4 GB."""
+    return raw[:12] + struct.pack("<I", 0xFFFFFFF0) + raw[16:]
+
+
+def lie_about_data_length(raw: bytes) -> bytes:
+    """The pixel sequence's length (just before the pixels) one short: deserializes, cannot be an image."""
+    offset = len(raw) - H * W * 3 - 4
+    return raw[:offset] + struct.pack("<I", H * W * 3 - 1) + raw[offset + 4:-1]
+
+
+def test_lying_cdr_lengths_are_skipped_and_counted(tmp_path):
+    frames = make_frames(5)
+    bag = write_bag(tmp_path / "bag", frames, with_depth=True)
+    rewrite_messages(bag, "/camera/image_raw", [0, 3], lie_about_frame_id_length)
+    rewrite_messages(bag, "/camera/image_raw", [2], lie_about_data_length)
+    rewrite_messages(bag, "/camera/depth/image", [1], lie_about_frame_id_length)
+    rewrite_messages(bag, "/ground_truth/odom", [4], lambda raw: raw[:20])
+    sequence = BagSequence(bag)  # the first image lies: the size comes from the next usable one
+    read = list(sequence)
+    assert [f.stamp_ns for f in read] == [frames[1].stamp_ns, frames[4].stamp_ns]
+    assert read[0].depth is None and read[1].depth is not None and read[1].pose is None
+    skipped = sequence.skipped
+    assert skipped.counts == {"/camera/image_raw": 4, "/camera/depth/image": 1, "/ground_truth/odom": 1}
+    assert skipped.total == 6  # image 0 is counted twice: once for the size, once when iterating
+    assert "Invalid string length 4294967280" in skipped.first_reasons["/camera/image_raw"]
+    assert skipped.summary().startswith("6 bad message(s) skipped; ")
+
+
+def test_bag_with_no_usable_image_is_refused_with_the_first_reason(tmp_path):
+    bag = write_bag(tmp_path / "bag", make_frames(2))
+    rewrite_messages(bag, "/camera/image_raw", [0, 1], lie_about_frame_id_length)
+    with pytest.raises(DatasetError, match="topic /camera/image_raw has no usable messages"):
+        BagSequence(bag)
+    rewrite_messages(bag, "/camera/image_raw", [0, 1], lambda raw: raw)
+    bag2 = write_bag(tmp_path / "bag2", make_frames(2))
+    rewrite_messages(bag2, "/camera/image_raw", [0, 1], lie_about_data_length)
+    with pytest.raises(DatasetError, match=r"/camera/image_raw: .*needs height \* step"):
+        BagSequence(bag2)
+
+
+def test_implausible_camera_info_is_refused_in_one_line(tmp_path):
+    frames = make_frames(1)
+    frames[0].intrinsics = Intrinsics(1e-6, 1e-6, 7.5, 5.5, W, H)
+    bag = write_bag(tmp_path / "bag", frames)
+    with pytest.raises(DatasetError, match=r"/camera/camera_info: implausible intrinsics: horizontal field of view"):
+        BagSequence(bag)
+
+
+class CountingBagSequence(BagSequence):
+    """A BagSequence that counts the messages it has read from the bag so far."""
+
+    messages_read = 0
+
+    def _messages(self, reader, topic_names):
+        for item in super()._messages(reader, topic_names):
+            self.messages_read += 1
+            yield item
+
+
+def test_a_depth_topic_that_stops_is_waited_for_boundedly(tmp_path):
+    frames = make_frames(40)  # 20 Hz
+    for frame in frames[3:]:
+        frame.depth = None  # the depth camera died after three frames
+    bag = write_bag(tmp_path / "bag", frames, with_depth=True)
+
+    def lags(sequence: CountingBagSequence) -> list[int]:
+        """Per frame: messages read beyond its own image when it was yielded."""
+        sequence.messages_read = 0
+        read = [sequence.messages_read for _ in sequence]
+        own = [2 * (i + 1) if i < 3 else 6 + (i - 2) for i in range(len(frames))]  # image + depth, then image
+        return [r - o for r, o in zip(read, own, strict=True)]
+
+    assert [f.depth is not None for f in BagSequence(bag)] == [True] * 3 + [False] * 37
+    # Without depth, frame i goes as soon as an image 0.25 s (5 frames) newer arrives, not at the end of the bag.
+    assert max(lags(CountingBagSequence(bag, max_depth_wait_s=0.25))[:-6]) == 6
+    # However long the wait, at most max_pending_images images are held.
+    assert max(lags(CountingBagSequence(bag, max_depth_wait_s=100.0, max_pending_images=4))[:-4]) == 4
+
+
+def test_unreadable_metadata_is_one_line(tmp_path):
+    bag = write_bag(tmp_path / "bag", make_frames(1))
+    (bag / "metadata.yaml").write_text("{{{ not yaml")
+    with pytest.raises(DatasetError, match="cannot read bag") as raised:
+        BagSequence(bag)
+    assert "\n" not in str(raised.value)

@@ -70,8 +70,8 @@ def test_outputs_follow_the_message_contract(played):
     assert recording.flow == {f.stamp_ns for f in frames[1:]}  # no flow for the first frame
     assert recording.flow_encodings == {"32FC2"} and recording.flow_shape == (HEIGHT, WIDTH, 2)
     assert set(recording.points) == {f.stamp_ns for f in frames}
-    assert recording.odom_frames == {("odom", "camera")} and recording.path_length == FRAMES
-    assert recording.map is not None and recording.map.frame_id == "odom" and len(recording.map.xyz) > 0
+    assert recording.odom_frames == {("odom", "base_link")} and recording.path_length == FRAMES  # REP 105
+    assert recording.map is not None and recording.map.frame_id == "map" and len(recording.map.xyz) > 0
     assert recording.keyframe_markers > 0 and recording.keyframe_markers % 16 == 0
 
 

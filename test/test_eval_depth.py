@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from geovis_ros.eval.metrics_depth import DepthMetricsAccumulator, depth_metrics
+from geovis_ros.eval.simulated_depth import relative_inverse_depth
 
 
 def test_hand_computed_case():
@@ -94,3 +95,11 @@ def test_bad_input_is_refused():
         depth_metrics(np.ones((4, 5)), np.ones((5, 4)))
     with pytest.raises(ValueError, match="min_depth < max_depth"):
         depth_metrics(np.ones(3), np.ones(3), min_depth=10.0, max_depth=1.0)
+
+
+def test_simulated_relative_depth_is_affine_in_inverse_depth():
+    depth = np.linspace(0.5, 5.0, 48 * 64, dtype=np.float32).reshape(48, 64)
+    relative, std, scale, shift = relative_inverse_depth(depth, np.random.default_rng(1), bias_std=0.0, noise_std=0.0)
+    assert 0.5 <= scale <= 2.0
+    np.testing.assert_allclose(1.0 / relative, scale / depth + shift, rtol=1e-4)  # a / depth + b
+    np.testing.assert_allclose(std, 0.1 * relative, rtol=1e-6)

@@ -18,6 +18,7 @@ from geovis_ros.eval.metrics_traj import (
     evaluate_trajectory,
     kitti_rpe,
     kitti_segment_lengths,
+    position_consistency,
     rotation_angles,
     rpe,
     umeyama,
@@ -345,3 +346,17 @@ def test_relative_errors_are_invariant_to_a_rigid_change_of_world_frame():
     before, after = rpe(gt, est, 3), rpe(gt, moved, 3)
     assert after["rpe_trans_rmse_m"] == pytest.approx(before["rpe_trans_rmse_m"], abs=1e-12)
     assert after["rpe_rot_rmse_deg"] == pytest.approx(before["rpe_rot_rmse_deg"], abs=1e-9)
+
+
+def test_position_consistency_of_errors_drawn_from_the_covariance():
+    rng = np.random.default_rng(0)
+    count = 400
+    gt = np.tile(np.eye(4), (count, 1, 1))
+    gt[:, 0, 3] = np.linspace(0.0, 10.0, count)  # straight line along x
+    covariance = np.tile(np.diag([0.04, 0.01, 0.09, 1e-8, 1e-8, 1e-8]), (count, 1, 1))
+    est = gt.copy()
+    est[:, :3, 3] += rng.normal(0.0, [0.2, 0.1, 0.3], (count, 3))
+    est[0] = gt[0]
+    consistent = position_consistency(gt, est, covariance)
+    assert consistent["position_nees_mean"] == pytest.approx(3.0, rel=0.2)
+    assert position_consistency(gt, est, covariance / 100.0)["position_nees_mean"] > 100  # overconfident

@@ -6,6 +6,8 @@ from geovis_ros.geometry.camera import (
     CameraModelError,
     Intrinsics,
     backproject,
+    check_plausible_intrinsics,
+    field_of_view_deg,
     pixel_grid,
     project,
     rigid_flow,
@@ -116,6 +118,32 @@ def test_intrinsics_validation_names_field():
         Intrinsics(-1, 1, 1, 1, 10, 10)
     with pytest.raises(CameraModelError, match="size"):
         Intrinsics(1, 1, 1, 1, 0, 10)
+
+
+def test_plausible_intrinsics_pass() -> None:
+    vga = Intrinsics(525.0, 525.0, 319.5, 239.5, 640, 480)
+    check_plausible_intrinsics(vga)
+    horizontal, vertical = field_of_view_deg(vga)
+    assert horizontal == pytest.approx(2 * np.degrees(np.arctan(320 / 525)))
+    assert vertical == pytest.approx(2 * np.degrees(np.arctan(240 / 525)))
+    check_plausible_intrinsics(Intrinsics(200.0, 200.0, 639.5, 0.0, 640, 480))  # principal point on the edges
+    fisheye = Intrinsics(400.0, 400.0, 639.5, 479.5, 1280, 960)  # 183 deg wide: more than any pinhole
+    check_plausible_intrinsics(fisheye, "equidistant")
+    assert field_of_view_deg(fisheye, "equidistant") == pytest.approx((np.degrees(3.2), np.degrees(2.4)))
+
+
+@pytest.mark.parametrize(("intrinsics", "model", "problem"), [
+    (Intrinsics(1e-6, 1e-6, 319.5, 239.5, 640, 480), "plumb_bob", r"horizontal field of view 180 deg .* 5\.\.170"),
+    (Intrinsics(1e12, 1e12, 319.5, 239.5, 640, 480), "plumb_bob", "horizontal field of view 3.667e-08 deg"),
+    (Intrinsics(525.0, 1e6, 319.5, 239.5, 640, 480), "plumb_bob", "vertical field of view"),
+    (Intrinsics(525.0, 525.0, -1e6, 239.5, 640, 480), "plumb_bob", "principal point cx = -1e\\+06 is outside"),
+    (Intrinsics(525.0, 525.0, 319.5, 480.0, 640, 480), "plumb_bob", "principal point cy = 480 is outside"),
+    (Intrinsics(100.0, 100.0, 639.5, 479.5, 1280, 960), "equidistant", r"horizontal .* outside 5\.\.200 deg"),
+], ids=["fx-tiny", "fx-huge", "fy-huge", "cx-far", "cy-edge", "fisheye-too-wide"])
+def test_implausible_intrinsics_are_refused_in_one_line(intrinsics: Intrinsics, model: str, problem: str) -> None:
+    with pytest.raises(CameraModelError, match=problem) as raised:
+        check_plausible_intrinsics(intrinsics, model)
+    assert "\n" not in str(raised.value) and str(raised.value).startswith("implausible intrinsics: ")
 
 
 def test_resized_intrinsics_keep_ray_directions():

@@ -125,7 +125,8 @@ def test_onnxruntime_rejects_a_graph_with_other_names() -> None:
 
 
 def test_auto_order_is_tensorrt_torch_cuda_onnxruntime_torch_cpu() -> None:
-    assert [o.label for o in AUTO_ORDER] == ["tensorrt-cuda", "torch-cuda", "onnxruntime-cpu", "torch-cpu"]
+    assert [o.label for o in AUTO_ORDER] == ["tensorrt-cuda", "torch-cuda", "onnxruntime-cuda", "onnxruntime-cpu",
+                                             "torch-cpu"]
 
 
 @pytest.mark.skipif(CUDA_MISSING is None, reason="checks the reasons given on a machine without CUDA")

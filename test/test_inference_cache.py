@@ -9,6 +9,7 @@ import dataclasses
 import logging
 import multiprocessing
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -16,10 +17,13 @@ import pytest
 
 from geovis_ros.inference.cache import (
     MAGIC,
+    RECORD_KEY_NAME,
     BuildOutput,
+    CacheEntry,
     EngineCache,
     EngineCacheError,
     EngineCacheKey,
+    encode_record,
     read_record,
     write_record,
 )
@@ -84,7 +88,7 @@ def test_write_is_atomic_and_leaves_no_temporary_files(tmp_path: Path, monkeypat
     path = tmp_path / "x.engine"
     write_record(path, {"k": 1}, b"old", {})
 
-    def crash(src: str, dst: str) -> None:
+    def crash(src: str, dst: str, **dir_fds: int) -> None:
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", crash)
@@ -92,7 +96,7 @@ def test_write_is_atomic_and_leaves_no_temporary_files(tmp_path: Path, monkeypat
         write_record(path, {"k": 1}, b"new", {})
     monkeypatch.undo()
     assert read_record(path, {"k": 1})[0] == b"old"  # the old file is intact, never half-written
-    assert [p.name for p in tmp_path.iterdir()] == ["x.engine"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [RECORD_KEY_NAME, "x.engine"]
 
 
 def test_failed_build_or_validation_caches_nothing(tmp_path: Path) -> None:
@@ -237,3 +241,137 @@ def test_two_processes_build_once_the_second_waits_then_hits(tmp_path: Path) -> 
     assert (builder_hit, waiter_hit) == (False, True)
     assert waiter_engine == builder_engine
     assert waiter_seconds > 0.2  # it waited on the lock rather than finding a finished file
+
+
+# -- planted and hostile cache contents ------------------------------------------------------------
+
+FORGED_PASS = {"validation": {"reference": "onnxruntime-cpu", "errors": {"depth": 0.0}}}
+
+
+def _built_cache(tmp_path: Path) -> tuple[EngineCache, CountingBuilder, Path]:
+    cache = EngineCache(tmp_path / "engines")
+    builder = CountingBuilder()
+    path = cache.get_or_build(KEY, builder, no_validation).path
+    return cache, builder, path
+
+
+def _rebuilt_after(cache: EngineCache, builder: CountingBuilder, caplog: pytest.LogCaptureFixture) -> CacheEntry:
+    with caplog.at_level(logging.WARNING, logger="geovis_ros.inference.cache"):
+        entry = cache.get_or_build(KEY, builder, no_validation)
+    assert not entry.hit and entry.engine == builder.payload
+    assert entry.metadata["validation"]["reference"] == "test"  # the fresh report, never the planted one
+    return entry
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o1777, 0o770], ids=["0777", "1777-sticky", "0770-group"])
+def test_directory_writable_by_others_is_refused_with_the_fix(tmp_path: Path, mode: int) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(mode)
+    builder = CountingBuilder()
+    with pytest.raises(EngineCacheError, match=rf"writable by others .* run 'chmod go-w {shared}'"):
+        EngineCache(shared).get_or_build(KEY, builder, no_validation)
+    with pytest.raises(EngineCacheError, match="writable by others"):
+        EngineCache(shared).load(KEY)
+    assert builder.builds == 0 and not list(shared.iterdir())
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a directory to another user needs root")
+def test_directory_owned_by_another_user_is_refused(tmp_path: Path) -> None:
+    foreign = tmp_path / "foreign"
+    foreign.mkdir(mode=0o700)
+    os.chown(foreign, 12345, 12345)
+    with pytest.raises(EngineCacheError, match="owned by uid 12345, not by this user"):
+        EngineCache(foreign).load(KEY)
+
+
+def test_new_directory_is_private(tmp_path: Path) -> None:
+    cache, _, path = _built_cache(tmp_path)
+    assert (cache.directory.stat().st_mode & 0o777) == 0o700
+    assert (path.stat().st_mode & 0o777) == 0o600
+    assert ((cache.directory / RECORD_KEY_NAME).stat().st_mode & 0o777) == 0o600
+
+
+def test_planted_record_with_a_forged_validation_report_is_rebuilt(tmp_path: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    cache, builder, path = _built_cache(tmp_path)
+    # Well-formed in every way an attacker without the directory's secret can manage: right key, right
+    # size and sha256 of the planted engine, a "validation passed" report, a MAC under a guessed key.
+    path.write_bytes(encode_record(b"\0" * 32, KEY.as_dict(), b"attacker's engine", FORGED_PASS))
+    assert cache.load(KEY) is None
+    _rebuilt_after(cache, builder, caplog)
+    assert "not authenticated" in caplog.text and builder.builds == 2
+
+
+def test_record_copied_from_another_cache_is_not_trusted(tmp_path: Path) -> None:
+    other, _, other_path = _built_cache(tmp_path / "other")
+    cache = EngineCache(tmp_path / "engines")
+    cache.directory.mkdir(mode=0o700)
+    write_record(cache.directory / "unrelated.engine", {"k": 1}, b"x", {})  # this cache has a key of its own
+    cache.engine_path(KEY).write_bytes(other_path.read_bytes())
+    assert other.load(KEY) is not None and cache.load(KEY) is None
+
+
+def test_edited_validation_report_breaks_the_mac(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cache, builder, path = _built_cache(tmp_path)
+    data = path.read_bytes()
+    assert data.count(b'"reference": "test"') == 1
+    path.write_bytes(data.replace(b'"reference": "test"', b'"reference": "TEST"'))
+    assert cache.load(KEY) is None
+    _rebuilt_after(cache, builder, caplog)
+    assert "not authenticated" in caplog.text
+
+
+def test_engine_symlink_to_a_device_is_never_followed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cache, builder, path = _built_cache(tmp_path)
+    path.unlink()
+    path.symlink_to("/dev/zero")
+    assert cache.load(KEY) is None
+    _rebuilt_after(cache, builder, caplog)
+    assert "symbolic link" in caplog.text and not path.is_symlink() and path.is_file()
+
+
+def test_engine_fifo_is_refused_without_blocking(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cache, builder, path = _built_cache(tmp_path)
+    path.unlink()
+    os.mkfifo(path)
+    outcome: list[object] = []
+    reader = threading.Thread(target=lambda: outcome.append(cache.load(KEY)), daemon=True)
+    reader.start()
+    reader.join(5)
+    assert not reader.is_alive() and outcome == [None], "reading a FIFO record blocked"
+    _rebuilt_after(cache, builder, caplog)
+    assert "not a regular file" in caplog.text and path.is_file()
+
+
+def test_lock_symlink_never_creates_a_file_outside_the_directory(tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    cache = EngineCache(tmp_path / "engines")
+    cache.directory.mkdir(mode=0o700)
+    outside = tmp_path / "outside" / "victim"
+    outside.parent.mkdir()
+    lock = cache.engine_path(KEY).with_suffix(".lock")
+    lock.symlink_to(outside)
+    with caplog.at_level(logging.WARNING, logger="geovis_ros.inference.cache"):
+        entry = cache.get_or_build(KEY, CountingBuilder(), no_validation)
+    assert not entry.hit and not outside.exists()
+    assert not lock.is_symlink() and lock.is_file() and "symbolic link" in caplog.text
+
+
+def test_oversized_record_is_refused_before_reading(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cache, builder, path = _built_cache(tmp_path)
+    small = EngineCache(cache.directory, max_record_bytes=path.stat().st_size - 1)
+    with caplog.at_level(logging.WARNING, logger="geovis_ros.inference.cache"):
+        assert small.load(KEY) is None
+    assert "over the bound" in caplog.text
+    assert cache.load(KEY) is not None
+
+
+def test_unusable_record_key_is_replaced_and_its_records_rebuilt(tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    cache, builder, _ = _built_cache(tmp_path)
+    key_file = cache.directory / RECORD_KEY_NAME
+    key_file.chmod(0o644)  # readable by others: whoever read it could sign records
+    assert cache.load(KEY) is None
+    _rebuilt_after(cache, builder, caplog)
+    assert (key_file.stat().st_mode & 0o777) == 0o600 and cache.load(KEY) is not None

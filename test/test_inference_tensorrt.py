@@ -53,6 +53,7 @@ class FakeToolkit:
     version = "10.3.0"
     gpu_name = "Fake GPU"
     compute_capability = "8.7"
+    strongly_typed = False
 
     def __init__(self, error: float = 0.0) -> None:
         self.error = error

@@ -1,14 +1,18 @@
 import os
 import pickle
+import re
+import struct
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from geovis_ros.models.checkpoint import (
     CheckpointError,
     load_checkpoint,
     load_weights,
     load_weights_into,
+    read_safetensors_header,
     save_checkpoint,
     save_weights,
 )
@@ -96,3 +100,48 @@ def test_non_dict_checkpoint_is_refused(tmp_path):
     torch.save([torch.zeros(2)], path)
     with pytest.raises(CheckpointError, match="expected a dict"):
         load_checkpoint(path)
+
+
+def _weights_of(model: torch.nn.Module, path, change) -> str:
+    """Save ``model``'s weights with ``change(name, tensor) -> tensor`` applied to the first weight."""
+    tensors = {name: t.detach().clone() for name, t in model.state_dict().items()}
+    first = next(name for name, t in tensors.items() if t.is_floating_point() and t.dim() > 1)
+    tensors[first] = change(tensors[first])
+    save_file(tensors, str(path))
+    return first
+
+
+@pytest.mark.parametrize(("change", "problem"), [
+    (lambda t: t.to(torch.float16), "is torch.float16, the model expects torch.float32"),
+    (lambda t: (t * 100).to(torch.int8), "is torch.int8, the model expects torch.float32"),
+    (lambda t: torch.cat([t, t]), "has shape"),
+    (lambda t: torch.full_like(t, float("nan")), r"holds \d+ non-finite value"),
+], ids=["float16", "int8", "shape", "nan"])
+def test_weights_of_the_wrong_dtype_shape_or_value_are_refused(tmp_path, change, problem):
+    path = tmp_path / "pose.safetensors"
+    name = _weights_of(PoseNet(), path, change)
+    target = PoseNet()
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(CheckpointError, match=rf"does not fit PoseNet: '{re.escape(name)}' {problem}"):
+        load_weights_into(target, path)
+    for key, value in target.state_dict().items():  # nothing was loaded
+        torch.testing.assert_close(value, before[key], equal_nan=True)
+
+
+def test_huge_safetensors_header_is_refused_before_it_is_read(tmp_path):
+    path = tmp_path / "huge.safetensors"
+    declared = 94 * 2**20
+    with path.open("wb") as handle:  # a sparse file: the declared header really is there, all spaces
+        handle.write(struct.pack("<Q", declared))
+        handle.seek(8 + declared - 1)
+        handle.write(b" ")
+    with pytest.raises(CheckpointError, match=r"header declares 98566144 bytes, over the bound .* before reading"):
+        load_weights(path)
+    assert read_safetensors_header(save_weights(PoseNet(), tmp_path / "ok.safetensors"))
+
+
+def test_header_longer_than_the_file_is_refused(tmp_path):
+    path = tmp_path / "short.safetensors"
+    path.write_bytes(struct.pack("<Q", 1000) + b"{}")
+    with pytest.raises(CheckpointError, match="declares 1000 bytes, the file has 10"):
+        load_weights(path)

@@ -11,7 +11,6 @@ from geovis_ros.inference.engine import ModelSpec
 from geovis_ros.inference.registry import (
     MODEL_INFO,
     MODEL_SPECS,
-    DepthModelContract,
     RegistryError,
     build_model,
     get_spec,
@@ -128,22 +127,6 @@ def test_run_depth_keeps_metric_scale_across_resizes():
         run_depth(infer, rgb, k, (60, 48))
 
 
-def test_depth_contract_kinds():
-    metric = DepthModelContract()
-    assert metric.is_metric
-    np.testing.assert_allclose(metric.to_depth(np.array([2.0]), fx=2 * CANONICAL_FX), [4.0])
-    relative = DepthModelContract(output_kind="relative_inverse_depth", canonical_fx=None, log_var_name=None)
-    assert not relative.is_metric
-    out = relative.to_depth(np.array([0.5, 0.0]), fx=300.0)
-    assert out[0] == pytest.approx(2.0) and np.isnan(out[1])
-    stereo = DepthModelContract(output_kind="disparity", baseline_m=0.5, canonical_fx=None)
-    assert stereo.is_metric and stereo.to_depth(np.array([10.0]), fx=100.0)[0] == pytest.approx(5.0)
-    with pytest.raises(RegistryError):
-        DepthModelContract(output_kind="metres")
-    with pytest.raises(RegistryError):
-        DepthModelContract(output_kind="disparity")
-
-
 def test_registry_specs_build_and_match_their_tensors():
     assert {s.name for s in MODEL_SPECS} == {"depth", "flow", "pose"} == set(MODEL_INFO)
     for spec in MODEL_SPECS:
@@ -159,7 +142,6 @@ def test_registry_specs_build_and_match_their_tensors():
         for tensor, out_spec in zip(outputs, spec.outputs, strict=True):
             assert tuple(tensor.shape) == out_spec.shape_with(bound)
             assert str(tensor.dtype).removeprefix("torch.") == out_spec.dtype
-    assert MODEL_INFO["depth"].depth_contract.is_metric
     with pytest.raises(RegistryError):
         get_spec("segmentation")
     with pytest.raises(RegistryError):

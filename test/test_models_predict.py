@@ -41,7 +41,10 @@ def test_predict_bad_inputs_are_clean_errors(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert main(["predict", "depth", str(first), "--out", str(tmp_path / "d.npy"), "--K", "1,2,3"]) == 2
     assert "fx,fy,cx,cy" in capsys.readouterr().err
-    assert main(["predict", "depth", str(first), "--out", str(tmp_path / "d.npy"), "--size", "50x40"]) == 2
+    assert main(["predict", "depth", str(first), "--out", str(tmp_path / "d.npy"), "--size", "-8"]) == 2
+    assert "--size must be a positive width" in capsys.readouterr().err
+    assert main(["predict", "depth", str(first), "--out", str(tmp_path / "d.npy"), "--card", "raft"]) == 2
+    assert "task: is 'flow'" in capsys.readouterr().err
     small = tmp_path / "small.png"
     cv2.imwrite(str(small), np.zeros((10, 12, 3), np.uint8))
     assert main(["predict", "flow", str(first), str(small), "--out", str(tmp_path / "f.flo")]) == 2

@@ -5,7 +5,7 @@ import time
 import numpy as np
 import pytest
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
@@ -13,6 +13,7 @@ from sensor_msgs.msg import CameraInfo, Image
 
 from geovis_ros.geometry.camera import Intrinsics
 from geovis_ros.nodes.base import PerceptionNode
+from geovis_ros.nodes.health import ERROR, OK, STALE, WARN, Check, WindowedCounters, worst
 from geovis_ros.ros.camera_info import CameraCalibration, camera_info_from_calibration
 from geovis_ros.ros.image import image_from_numpy, rgb8_from_image
 from geovis_ros.ros.stamps import time_from_ns
@@ -98,17 +99,18 @@ def test_frame_flows_through_with_header_copied(harness):
 
 def test_bad_inputs_are_dropped_and_node_recovers(harness):
     node, send_info, send_image, spin_until, received, _ = harness
-    send_image(1)  # no camera_info yet
-    assert spin_until(lambda: node.rejected_frames == 1)
+    send_image(1)  # no camera_info yet: skipped while waiting for it (live mode), not an error
+    assert spin_until(lambda: node.waiting_for_info_frames == 1)
+    assert node.rejected_frames == 0 and not received
     send_info()
     send_image(2, np.zeros((H, W), np.float32), "32FC1")  # not a colour encoding
-    assert spin_until(lambda: node.rejected_frames == 2)
+    assert spin_until(lambda: node.rejected_frames == 1)
     send_image(3, np.zeros((H * 2, W * 2, 3), np.uint8))  # size differs from camera_info
-    assert spin_until(lambda: node.rejected_frames == 3)
+    assert spin_until(lambda: node.rejected_frames == 2)
     send_image(10)
     assert spin_until(lambda: len(received) == 1)
     send_image(9)  # out of order (less than the clock-jump threshold)
-    assert spin_until(lambda: node.rejected_frames == 4)
+    assert spin_until(lambda: node.rejected_frames == 3)
     node.fail_next = True
     send_image(11)
     assert spin_until(lambda: node.failed_frames == 1)
@@ -133,14 +135,60 @@ def test_clock_jump_back_resets_and_size_change_resets(harness):
 def test_diagnostics_report_rates_and_counters(harness):
     node, send_info, send_image, spin_until, received, diagnostics = harness
     send_info()
-    for i in range(3):
-        send_image(i + 1)
-    spin_until(lambda: len(received) == 3)
+    now_ns = node.get_clock().now().nanoseconds  # real stamps: the timestamp check judges their delay
+    for count in (1, 2, 3):
+        send_image(now_ns + count)
+        assert spin_until(lambda expected=count: len(received) == expected)
     assert spin_until(lambda: any(s.name.endswith("echo") for d in diagnostics for s in d.status), 3.0)
     status = [s for d in diagnostics for s in d.status if s.name.endswith("echo")][-1]
     values = {kv.key: kv.value for kv in status.values}
     for key in ("input_rate_hz", "output_rate_hz", "latency_ms_p50", "latency_ms_p99", "dropped_frames", "mode"):
         assert key in values
+    assert status.level == DiagnosticStatus.OK, status.message
+    # diagnostic_updater-style frequency and timestamp statuses beside the node's own
+    names = {s.name.rsplit("/", 1)[-1] for d in diagnostics for s in d.status}
+    assert {"echo", "echo: frequency", "echo: timestamp"} <= names
+    frequency = [s for d in diagnostics for s in d.status if s.name.endswith("echo: frequency")][-1]
+    keys = {kv.key for kv in frequency.values}
+    assert {"Actual frequency (Hz)", "Minimum acceptable frequency (Hz)"} <= keys
+
+
+def levels(checks):
+    return {c.level for c in checks}
+
+
+def test_health_levels_follow_the_stream_and_a_startup_hiccup_clears(harness):
+    node, send_info, send_image, spin_until, received, _ = harness
+    now = time.monotonic()
+    checks, _, _ = node.health_checks(now)
+    assert worst(checks) == Check(OK, "waiting for images on /image")
+    send_image(1)  # before camera_info: a normal startup, OK (not WARN, not ERROR)
+    assert spin_until(lambda: node.waiting_for_info_frames == 1)
+    checks, _, _ = node.health_checks()
+    assert worst(checks).level == OK and "waiting for camera_info on /camera_info" in worst(checks).message
+    send_info()
+    now_ns = node.get_clock().now().nanoseconds
+    send_image(now_ns, np.zeros((H, W), np.float32), "32FC1")  # refused: a WARN, while it is recent
+    assert spin_until(lambda: node.rejected_frames == 1)
+    send_image(now_ns + 1)
+    assert spin_until(lambda: len(received) == 1)
+    checks, frequency, timestamp = node.health_checks()
+    assert worst(checks).level == WARN and "1 frame(s) rejected" in worst(checks).message
+    assert frequency.level == OK and timestamp.level == OK
+    later = time.monotonic() + 11.0  # the window has passed: the hiccup is forgotten ...
+    checks, _, _ = node.health_checks(later)
+    assert not any("rejected" in c.message for c in checks)
+    assert worst(checks).level == STALE and "no image on /image" in worst(checks).message  # ... but input stopped
+
+
+def test_worst_check_and_windowed_counters():
+    assert worst([]) == Check(OK, "ok")
+    assert worst([Check(OK, "a"), Check(WARN, "b"), Check(ERROR, "c"), Check(ERROR, "d")]) == Check(ERROR, "c; d")
+    counters = WindowedCounters(window_s=10.0, start=0.0)
+    assert counters.update({"n": 0}, now=0.0) == {"n": 0}
+    assert counters.update({"n": 3}, now=5.0) == {"n": 3}
+    assert counters.update({"n": 3}, now=12.0) == {"n": 3}  # 0 -> 3 happened less than 10 s before 12 s ...
+    assert counters.update({"n": 4}, now=16.0) == {"n": 1}  # ... and is forgotten by 16 s
 
 
 @pytest.mark.parametrize("harness", [[Parameter("mode", Parameter.Type.STRING, "live")]], indirect=True)
@@ -195,7 +243,8 @@ import numpy as np
 from std_msgs.msg import Header
 from geovis_ros.geometry.camera import Intrinsics
 from geovis_ros.nodes import base
-from geovis_ros.frame import Frame
+from geovis_ros.ros.camera_info import CameraCalibration
+from geovis_ros.ros.rectify import Rectifier
 
 base.WORKER_JOIN_TIMEOUT_S = 0.2
 
@@ -208,8 +257,9 @@ class SlowNode(base.PerceptionNode):
 
 def factory():
     node = SlowNode("slow_node")
-    frame = Frame(1, np.zeros((4, 4, 3), np.uint8), Intrinsics(2.0, 2.0, 1.5, 1.5, 4, 4))
-    node.queue.put((frame, Header(), time.monotonic()))
+    rectifier = Rectifier(CameraCalibration(Intrinsics(2.0, 2.0, 1.5, 1.5, 4, 4)))
+    node.queue.put(base.QueuedImage(Header(), 1, lambda _budget: np.zeros((4, 4, 3), np.uint8), 48, rectifier,
+                                    time.monotonic()))
     threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()
     return node
 

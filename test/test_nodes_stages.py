@@ -20,6 +20,7 @@ from visualization_msgs.msg import MarkerArray
 from geovis_ros.geometry.camera import Intrinsics
 from geovis_ros.nodes.depth_node import DepthNode
 from geovis_ros.nodes.flow_node import FlowNode
+from geovis_ros.nodes.health import ERROR, WARN, worst
 from geovis_ros.nodes.mapping_node import MappingNode
 from geovis_ros.nodes.odometry_node import OdometryNode
 from geovis_ros.nodes.pipeline_node import PipelineNode
@@ -37,8 +38,8 @@ W, H = 64, 48
 K = Intrinsics(50.0, 50.0, 31.5, 23.5, W, H)
 FAST = {"input_qos": "reliable", "backend": "torch", "device": "cpu", "mode": "bag"}
 OUTPUT_TYPES = {
-    "depth": Image, "depth/uncertainty": Image, "depth/colored": Image, "depth/camera_info": CameraInfo,
-    "points": PointCloud2, "flow": Image, "flow/colored": Image, "odom": Odometry, "path": Path,
+    "depth/image": Image, "depth/uncertainty": Image, "depth/colored": Image, "depth/camera_info": CameraInfo,
+    "points": PointCloud2, "flow/image": Image, "flow/colored": Image, "odom": Odometry, "path": Path,
 }
 LATCHED_TYPES = {"map": PointCloud2, "keyframes": MarkerArray}
 
@@ -128,7 +129,7 @@ def depth_probe(ros):
 @pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "mono8", "mono16"])
 def test_depth_node_contract(depth_probe, encoding):
     probe = depth_probe
-    before = len(probe.received["depth"])
+    before = len(probe.received["depth/image"])
     pixels = texture(3)
     if encoding == "mono8":
         pixels = pixels[..., 0]
@@ -136,9 +137,9 @@ def test_depth_node_contract(depth_probe, encoding):
         pixels = pixels[..., 0].astype(np.uint16) * 257
     stamp = 1_000_000_000 * (10 + ["rgb8", "bgr8", "mono8", "mono16"].index(encoding)) + 7
     probe.send_image(stamp, pixels, encoding, frame_id="cam_optical")
-    for topic in ("depth", "depth/uncertainty", "depth/colored", "depth/camera_info", "points"):
+    for topic in ("depth/image", "depth/uncertainty", "depth/colored", "depth/camera_info", "points"):
         assert probe.wait(topic, before + 1), topic
-    depth_msg = probe.received["depth"][-1]
+    depth_msg = probe.received["depth/image"][-1]
     assert depth_msg.encoding == "32FC1" and (depth_msg.width, depth_msg.height) == (W, H)
     assert ns_from_time(depth_msg.header.stamp) == stamp and depth_msg.header.frame_id == "cam_optical"
     depth = depth_from_image(depth_msg)
@@ -158,7 +159,7 @@ def test_depth_node_contract(depth_probe, encoding):
 
 def test_depth_node_bad_input_is_dropped_and_node_recovers(depth_probe):
     probe, node = depth_probe, depth_probe.node
-    rejected, count = node.rejected_frames, len(probe.received["depth"])
+    rejected, count = node.rejected_frames, len(probe.received["depth/image"])
     probe.send_image(20_000_000_000, np.zeros((H, W), np.float32), "32FC1")  # not a colour encoding
     probe.send_image(20_100_000_000, texture(1, (H * 2, W * 2)))  # size differs from camera_info
     bad_info = camera_info_from_calibration(CameraCalibration(K))
@@ -166,40 +167,84 @@ def test_depth_node_bad_input_is_dropped_and_node_recovers(depth_probe):
     probe.info_pub.publish(bad_info)
     assert probe.harness.spin_until(lambda: node.rejected_frames == rejected + 2, 5.0)
     probe.send_image(20_200_000_000, np.zeros((H, W, 3), np.uint8))  # black frame: processed, no crash
-    assert probe.wait("depth", count + 1)
+    assert probe.wait("depth/image", count + 1)
     probe.send_image(20_150_000_000, texture(2))  # older than the previous frame
     assert probe.harness.spin_until(lambda: node.rejected_frames == rejected + 3, 5.0)
     probe.send_image(20_300_000_000, texture(2))
-    assert probe.wait("depth", count + 2)
+    assert probe.wait("depth/image", count + 2)
     assert node.calibration.intrinsics == K and node.failed_frames == 0 and rclpy.ok()
 
 
 def test_depth_node_follows_a_size_change_with_new_camera_info(depth_probe):
     probe = depth_probe
-    count = len(probe.received["depth"])
+    count = len(probe.received["depth/image"])
     bigger = K.resized(96, 72)
     probe.send_info(bigger)
     probe.send_image(30_000_000_000, texture(4, (72, 96)))
-    assert probe.wait("depth/camera_info", count + 1) and probe.wait("depth", count + 1)
-    assert (probe.received["depth"][-1].width, probe.received["depth"][-1].height) == (96, 72)
+    assert probe.wait("depth/camera_info", count + 1) and probe.wait("depth/image", count + 1)
+    assert (probe.received["depth/image"][-1].width, probe.received["depth/image"][-1].height) == (96, 72)
     info = probe.received["depth/camera_info"][-1]
     assert (info.width, info.height) == (96, 72)
     np.testing.assert_allclose(np.reshape(info.k, (3, 3)), bigger.matrix)
     probe.send_info(K)  # back to the size the other tests use
 
 
-def test_depth_node_reads_compressed_images(ros):
+def test_depth_node_reads_compressed_images_and_switches_outputs_at_run_time(ros):
     probe = ros.start(DepthNode, "/depth_compressed_test", input_width=64, use_compressed=True,
                       publish_colored=False, publish_points=False)
-    assert probe.node.count_publishers("/depth_compressed_test/depth/colored") == 0
     probe.send_info()
-    msg = compressed_from_numpy(texture(5), "rgb8", "jpeg")
-    msg.header.stamp = time_from_ns(5_000)
-    msg.header.frame_id = "cam"
-    probe.compressed_pub.publish(msg)
-    assert probe.wait("depth", 1)
-    assert probe.received["depth"][0].encoding == "32FC1" and probe.received["depth"][0].width == W
+
+    def send(stamp_ns):
+        msg = compressed_from_numpy(texture(5), "rgb8", "jpeg")
+        msg.header.stamp = time_from_ns(stamp_ns)
+        msg.header.frame_id = "cam"
+        probe.compressed_pub.publish(msg)
+
+    send(5_000)
+    assert probe.wait("depth/image", 1)
+    assert probe.received["depth/image"][0].encoding == "32FC1" and probe.received["depth/image"][0].width == W
     assert probe.received["points"] == [] and probe.received["depth/colored"] == []
+    # publish switches are runtime parameters: switched on, the outputs come with the next frame
+    results = probe.node.set_parameters([Parameter("publish_colored", value=True),
+                                         Parameter("publish_points", value=True)])
+    assert all(r.successful for r in results)
+    send(6_000)
+    assert probe.wait("depth/colored", 1) and probe.wait("points", 1)
+    assert ns_from_time(probe.received["depth/colored"][0].header.stamp) == 6_000
+    # the stages' configuration stays read-only
+    refused = probe.node.set_parameters([Parameter("input_width", value=96)])[0]
+    assert not refused.successful and "read-only" in refused.reason
+
+
+def test_compressed_image_over_the_pixel_budget_is_refused_before_decoding(ros):
+    probe = ros.start(DepthNode, "/depth_budget_test", input_width=64, use_compressed=True)
+    node = probe.node
+    probe.send_info()  # 64x48: budget 4 x 3072 pixels
+    big = compressed_from_numpy(texture(6, (128, 128)), "rgb8", "png")  # 16384 pixels: over it
+    big.header.stamp = time_from_ns(7_000)
+    probe.compressed_pub.publish(big)
+    assert ros.spin_until(lambda: node.rejected_frames == 1, 5.0)
+    warning = next(c for c in node.health_checks()[0] if "rejected" in c.message)  # what /diagnostics says
+    assert "over the budget" in warning.message and "refused before decoding" in warning.message
+    assert probe.received["depth/image"] == []
+
+
+def test_depth_node_rectifies_distorted_input_and_publishes_the_rectified_camera_info(ros):
+    probe = ros.start(DepthNode, "/depth_rectify_test", input_width=64)
+    node = probe.node
+    info = camera_info_from_calibration(CameraCalibration(K, "plumb_bob", (-0.25, 0.05, 0.0, 0.0, 0.0)))
+    info.p = [45.0, 0.0, 31.0, 0.0, 0.0, 46.0, 23.0, 0.0, 0.0, 0.0, 1.0, 0.0]  # the driver's rectified projection
+    probe.info_pub.publish(info)
+    assert ros.spin_until(lambda: node.rectifier is not None and not node.rectifier.identity, 5.0)
+    tables = node.rectifier
+    probe.info_pub.publish(info)  # the same calibration again: the remap tables are not rebuilt
+    probe.send_image(1_000, texture(8), frame_id="cam")
+    assert probe.wait("depth/camera_info", 1) and probe.wait("depth/image", 1)
+    assert node.rectifier is tables
+    rectified = probe.received["depth/camera_info"][0]
+    np.testing.assert_allclose(np.reshape(rectified.k, (3, 3)), [[45.0, 0, 31.0], [0, 46.0, 23.0], [0, 0, 1]])
+    assert rectified.distortion_model == "plumb_bob" and not any(rectified.d)
+    assert node.failed_frames == 0 and node.rejected_frames == 0
 
 
 def test_flow_node_contract_and_image_before_camera_info(ros):
@@ -209,16 +254,16 @@ def test_flow_node_contract_and_image_before_camera_info(ros):
     first = texture(7)
     probe.send_image(1_000, first)  # before any camera_info: held in bag mode, not dropped
     assert ros.spin_until(lambda: node.input_stats.count == 1, 5.0)
-    assert node.rejected_frames == 0 and probe.received["flow"] == []
+    assert node.rejected_frames == 0 and probe.received["flow/image"] == []
     probe.send_info()
     probe.send_image(2_000, np.roll(first, 2, axis=1))
-    assert probe.wait("flow", 1) and probe.wait("flow/colored", 1)
-    flow_msg = probe.received["flow"][0]
+    assert probe.wait("flow/image", 1) and probe.wait("flow/colored", 1)
+    flow_msg = probe.received["flow/image"][0]
     assert flow_msg.encoding == "32FC2" and ns_from_time(flow_msg.header.stamp) == 2_000
     assert numpy_from_image(flow_msg).shape == (H, W, 2)
     assert numpy_from_image(probe.received["flow/colored"][0]).shape == (H, W, 3)
-    assert len(probe.received["flow"]) == 1  # the first frame of a stream has no flow
-    assert probe.received["depth"] == []
+    assert len(probe.received["flow/image"]) == 1  # the first frame of a stream has no flow
+    assert probe.received["depth/image"] == []
 
 
 @pytest.fixture(scope="module")
@@ -243,7 +288,7 @@ def test_odometry_node_publishes_odom_and_path_and_resets_on_clock_jump(ros, roo
     play(probe, room[:6], "odom", offset_ns=10_000_000_000)
     odom = probe.received["odom"]
     assert [ns_from_time(m.header.stamp) for m in odom] == [f.stamp_ns + 10_000_000_000 for f in room[:6]]
-    assert {(m.header.frame_id, m.child_frame_id) for m in odom} == {("odom", "camera")}
+    assert {(m.header.frame_id, m.child_frame_id) for m in odom} == {("odom", "base_link")}  # REP 105
     pose, covariance = matrix_from_odometry(odom[-1])
     assert np.isfinite(pose).all() and np.all(np.linalg.eigvalsh(covariance) >= -1e-12)
     np.testing.assert_allclose(matrix_from_odometry(odom[0])[0], np.eye(4), atol=1e-9)
@@ -254,8 +299,26 @@ def test_odometry_node_publishes_odom_and_path_and_resets_on_clock_jump(ros, roo
     assert node.diagnostic_values()["tracking_state"] in {"tracking", "initializing", "lost", "relocalized"}
 
 
+def test_tracking_lost_is_a_warning_then_an_error_in_diagnostics(ros, room):
+    probe = ros.start(OdometryNode, "/odometry_lost_test", input_width=96, lost_frames_error=2)
+    node = probe.node
+    probe.send_info(room[0].intrinsics)
+    play(probe, room[:3], "odom")
+    assert not any("tracking lost" in c.message for c in node.stage_checks())
+    noise = np.random.default_rng(0)
+    levels = []
+    for index in range(2):  # frames the tracker cannot follow
+        probe.send_image(room[2].stamp_ns + (index + 1) * 100_000_000, noise.integers(0, 256, (72, 96, 3), np.uint8),
+                         frame_id="camera")
+        assert probe.wait("odom", 4 + index)
+        levels.append([c.level for c in node.stage_checks() if "tracking lost" in c.message])
+    assert levels == [[WARN], [ERROR]], (levels, node.diagnostic_values().get("tracking_state"))
+    assert worst(node.health_checks()[0]).level == ERROR
+
+
 def test_mapping_node_publishes_a_latched_map_and_keyframes(ros, room):
-    probe = ros.start(MappingNode, "/mapping_test", input_width=96, map_rate=20.0)
+    # sim time with no /clock at all: the map timer runs on the steady clock, so the map still comes out
+    probe = ros.start(MappingNode, "/mapping_test", input_width=96, map_rate=20.0, use_sim_time=True)
     node = probe.node
     probe.send_info(room[0].intrinsics)
     for frame in room:
@@ -267,12 +330,12 @@ def test_mapping_node_publishes_a_latched_map_and_keyframes(ros, room):
     late = []  # a subscriber that joins afterwards still gets the map (transient local)
     ros.peer.create_subscription(PointCloud2, "/mapping_test/map", late.append, LATCHED_QOS)
     assert ros.spin_until(lambda: late, 5.0)
-    assert late[-1].header.frame_id == "odom"
+    assert late[-1].header.frame_id == "map"
     xyz, rgb = numpy_from_pointcloud(late[-1])
     assert len(xyz) > 0 and rgb is not None
     markers = probe.received["keyframes"][-1].markers
     assert len(markers[0].points) == 16 * len(node.pipeline.keyframe_poses())
-    assert probe.received["odom"] == [] and probe.received["depth"] == []
+    assert probe.received["odom"] == [] and probe.received["depth/image"] == []
 
 
 def test_pipeline_node_declares_every_parameter_and_prunes_unpublished_flow(ros):
@@ -283,7 +346,7 @@ def test_pipeline_node_declares_every_parameter_and_prunes_unpublished_flow(ros)
     assert config.stages == ("depth", "odometry", "mapping")
     assert config.cloud.stride == 3 and config.odometry_config.method == "features"
     assert config.mapping_config.map.map.voxel_size_m == 0.2
-    assert node.count_publishers("/pipeline_params_test/flow") == 0
+    assert node.count_publishers("/pipeline_params_test/flow/image") == 0
     assert node.count_publishers("/pipeline_params_test/odom") == 1
     assert node.has_parameter("map_rate") and node.has_parameter("points_stride")
 
@@ -295,6 +358,8 @@ def test_invalid_parameters_are_refused_naming_the_parameter(ros):
         ros.start(DepthNode, "/bad_model", model_depth="/nonexistent/depth.onnx")
     with pytest.raises(ValueError, match="odometry_method must be one of direct, features"):
         ros.start(OdometryNode, "/bad_method", odometry_method="magic")
+    with pytest.raises(ValueError, match="camera_extrinsic quaternion .* must not be zero"):
+        ros.start(OdometryNode, "/bad_extrinsic", camera_extrinsic=[0.0] * 7)
     probe = ros.start(MappingNode, "/bad_rate_test")
     result = probe.node.set_parameters([Parameter("map_rate", value=100.0)])[0]
     assert not result.successful and "map_rate" in result.reason

@@ -1,6 +1,8 @@
-"""``geovis odometry``: trajectory, keyframe depths and map from a recording; clean errors."""
+"""``geovis odometry``: trajectory, per-frame depths, run report and map from a recording; clean errors."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
@@ -40,8 +42,9 @@ def test_odometry_writes_trajectory_depths_and_map(recording, tmp_path, capsys, 
     assert depth_files
     depth = np.load(depth_files[0])
     assert depth.shape == (72, 96) and depth.dtype == np.float32
+    assert len(depth_files) == FRAMES  # every frame's best depth, not only the keyframes'
     keyframe_stamps, _ = read_trajectory(tmp_path / "depths" / "keyframes.txt", "tum")
-    assert len(keyframe_stamps) == len(depth_files)
+    assert 1 <= len(keyframe_stamps) <= FRAMES
     cloud = read_ply(tmp_path / "map.ply")
     assert cloud.xyz.shape[0] > 100 and cloud.frame_id == "odom"
     summary = capsys.readouterr().out
@@ -104,3 +107,31 @@ def test_odometry_ground_truth_depth_needs_depth_in_the_input(tmp_path, capsys) 
     ])
     assert status == 2
     assert "has no depth" in capsys.readouterr().err
+
+
+def test_odometry_relative_depth_source_and_run_report(recording, tmp_path, capsys) -> None:
+    report = tmp_path / "run.json"
+    status = main([
+        "odometry", str(recording), "--out", str(tmp_path / "t.txt"), "--depth-source", "simulated-relative",
+        "--max-frames", "20", "--report", str(report), "--depth-out", str(tmp_path / "d"), "--quiet",
+    ])
+    assert status == 0
+    data = json.loads(report.read_text())
+    assert data["frames"] == 20 and data["frames_lost"] + sum(data["tracked_by"].values()) >= 20
+    assert data["scale_source"] == "none" and data["is_metric"] is False  # relative depth, no metric source
+    assert set(data["ms_per_frame"]) >= {"depth", "odometry", "fused_depth", "total"}
+    assert data["trajectory"]["ate_se3_m"] >= 0 and data["trajectory"]["position_nees_mean"] > 0
+    # one scale for the sequence makes the published relative depth close to the true depth
+    assert data["depth"]["published_one_scale_abs_rel"] < data["depth"]["network_abs_rel"]
+    assert "depth        AbsRel published" in capsys.readouterr().out
+
+
+def test_odometry_camera_height_reports_its_scale_source(recording, tmp_path) -> None:
+    report = tmp_path / "run.json"
+    status = main([
+        "odometry", str(recording), "--out", str(tmp_path / "t.txt"), "--depth-source", "gt", "--max-frames", "8",
+        "--camera-height", "1.0", "--report", str(report), "--quiet",
+    ])
+    assert status == 0
+    assert json.loads(report.read_text())["scale_source"] in ("camera_height", "fused_map", "metric_network")
+    assert main(["odometry", str(recording), "--out", str(tmp_path / "t.txt"), "--camera-height", "-1"]) == 2

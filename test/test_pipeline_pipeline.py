@@ -27,8 +27,10 @@ def test_config_from_parameters_maps_every_pipeline_parameter(tmp_path):
     values = {
         "backend": "onnxruntime", "device": "cpu", "precision": "fp16", "engine_cache_dir": str(tmp_path),
         "model_depth": "/models/d.onnx", "model_flow": "/models/f.onnx", "model_pose": "/models/p.onnx",
+        "model_depth_card": "depth_anything_v2", "model_flow_card": "/models/f.yaml",
         "input_width": 160, "input_height": 100, "odometry_method": "features", "motion_prior": "pose_network",
         "odom_frame": "world", "map_voxel_size": 0.1, "map_max_points": 5000, "points_stride": 4,
+        "points_confidence": 2.0, "camera_height": 1.2,
     }
     assert set(values) == set(PIPELINE_PARAMETERS)
     config = pipeline_config_from_parameters(values, ("depth", "odometry"))
@@ -38,12 +40,14 @@ def test_config_from_parameters_maps_every_pipeline_parameter(tmp_path):
         "onnxruntime", "cpu", "fp16", Path(tmp_path))
     assert config.flow_network.engine == engine  # one runtime for every network
     assert config.depth_network.model_path == "/models/d.onnx" and config.flow_network.model_path == "/models/f.onnx"
+    assert config.depth_network.card == "depth_anything_v2" and config.flow_network.card == "/models/f.yaml"
     assert config.pose_network.model_path == "/models/p.onnx" and config.pose_prior
     assert not pipeline_config_from_parameters(values, ("depth",)).pose_prior  # no odometry, no pose prior
     assert config.depth_network.input_width == 160 and config.max_network_height == 100
     assert config.odometry_config.method == "features" and config.odom_frame == "world"
     assert config.mapping_config.map.map.voxel_size_m == 0.1 and config.mapping_config.map.map.max_points == 5000
-    assert config.cloud.stride == 4
+    assert config.cloud.stride == 4 and config.cloud.std_over_median == 2.0
+    assert config.odometry_config.scale.camera_height == 1.2
 
 
 def test_config_defaults_match_the_node_parameter_defaults():
@@ -100,7 +104,10 @@ def test_full_pipeline_gives_every_output_per_frame(full_run, sequence):
         assert result.depth.depth.shape == (72, 96) and result.depth.std.shape == (72, 96)
         assert result.odometry.pose.shape == (4, 4) and result.odometry.covariance.shape == (6, 6)
         assert result.points.frame_id == "cam" and result.points.xyz.dtype == np.float32
-        assert set(result.timings_ms) == {"depth", "flow", "odometry", "points", "mapping", "total"}
+        assert set(result.timings_ms) == {"depth", "flow", "odometry", "fused_depth", "points", "mapping", "total"}
+        # the published depth is the fused one, in the odometry's scale; the network's is kept beside it
+        assert result.network_depth is not None and result.network_depth.depth.shape == (72, 96)
+        assert result.depth.source is result.odometry.scale_source
         assert result.timings_ms["total"] >= result.timings_ms["depth"] > 0
     assert results[0].odometry.state is TrackingState.INITIALIZING
     np.testing.assert_allclose(results[0].odometry.pose, np.eye(4))
@@ -196,3 +203,17 @@ def test_pose_network_prior_feeds_the_odometry(sequence):
     np.testing.assert_allclose(prior[:3, :3] @ prior[:3, :3].T, np.eye(3), atol=1e-9)
     pipeline.reset()
     assert pipeline.pose_stage(frames[1]) is None  # the first frame of a new stream has no previous frame
+
+
+def test_a_camera_height_known_later_restarts_the_odometry_with_metric_scale(sequence):
+    pipeline = Pipeline(pipeline_config_from_parameters(TORCH, ("depth", "odometry")))
+    pipeline(Frame(sequence[0].stamp_ns, sequence[0].rgb, sequence[0].intrinsics))
+    assert pipeline.config.odometry_config.scale.camera_height == 0.0
+    pipeline.set_camera_height(1.65)
+    assert pipeline.config.odometry_config.scale.camera_height == 1.65
+    assert pipeline.odometry_stage.config.scale.camera_height == 1.65
+    result = pipeline(Frame(sequence[1].stamp_ns, sequence[1].rgb, sequence[1].intrinsics))
+    assert result.odometry is not None and np.allclose(result.odometry.pose, np.eye(4))  # a fresh start
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="camera height"):
+            pipeline.set_camera_height(bad)

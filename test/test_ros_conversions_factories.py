@@ -56,22 +56,27 @@ def test_every_per_frame_output_is_the_same_message_in_both_kinds():
     rclpy_msgs, rosbags_msgs = both(lambda factory: frame_messages(
         result, header_from_ns(STAMP_NS, "camera", factory), "odom", wanted, calibration, factory))
     assert list(rclpy_msgs) == list(rosbags_msgs) == [
-        "depth", "depth/uncertainty", "depth/camera_info", "depth/colored", "points", "flow", "flow/colored",
-        "odom", "tf"]
+        "depth/image", "depth/uncertainty", "depth/camera_info", "depth/colored", "points", "flow/image",
+        "flow/colored", "odom", "tf"]
     for name, msg in rosbags_msgs.items():
         assert msg.__msgtype__ == OUTPUT_TYPES[name]
         assert_same_bytes(rclpy_msgs[name], msg)
     odom = rosbags_msgs["odom"]
     assert (odom.header.frame_id, odom.child_frame_id) == ("odom", "camera")
     assert calibration_from_camera_info(rosbags_msgs["depth/camera_info"]) == calibration
+    in_base = frame_messages(result, header_from_ns(STAMP_NS, "camera", ROSBAGS), "odom", ["odom", "tf"],
+                             factory=ROSBAGS, child_frame_id="base_link")
+    assert in_base["odom"].child_frame_id == in_base["tf"].child_frame_id == "base_link"  # REP 105
 
 
 def test_only_wanted_outputs_are_built():
     result = make_result()
     header = header_from_ns(STAMP_NS, "camera", ROSBAGS)
-    assert list(frame_messages(result, header, "odom", {"flow", "odom"}, factory=ROSBAGS)) == ["flow", "odom"]
+    assert list(frame_messages(result, header, "odom", {"flow/image", "odom"}, factory=ROSBAGS)) == [
+        "flow/image", "odom"]
     result.depth = result.flow = None
-    assert list(frame_messages(result, header, "odom", ["depth", "flow", "points"], factory=ROSBAGS)) == ["points"]
+    assert list(frame_messages(result, header, "odom", ["depth/image", "flow/image", "points"],
+                               factory=ROSBAGS)) == ["points"]
 
 
 def test_map_path_and_compressed_are_the_same_message_in_both_kinds():

@@ -77,10 +77,11 @@ CHILD = textwrap.dedent("""
     with AnyReader([folder / "out"], default_typestore=jazzy_typestore()) as reader:
         messages = {c.topic: reader.deserialize(raw, c.msgtype) for c, _, raw in reader.messages()}
     assert sorted(messages) == sorted(["/geovis/" + t for t in (
-        "depth", "depth/uncertainty", "depth/camera_info", "depth/colored", "points", "flow", "flow/colored",
+        "depth/image", "depth/uncertainty", "depth/camera_info", "depth/colored", "points", "flow/image",
+        "flow/colored",
         "odom", "map", "keyframes", "path")] + ["/tf"]), sorted(messages)
-    np.testing.assert_array_equal(depth_from_image(messages["/geovis/depth"]), depth)
-    assert numpy_from_image(messages["/geovis/flow"]).shape == (12, 16, 2)
+    np.testing.assert_array_equal(depth_from_image(messages["/geovis/depth/image"]), depth)
+    assert numpy_from_image(messages["/geovis/flow/image"]).shape == (12, 16, 2)
     np.testing.assert_array_equal(numpy_from_pointcloud(messages["/geovis/points"])[0], cloud.xyz)
     np.testing.assert_allclose(matrix_from_odometry(messages["/geovis/odom"])[0], frames[0].pose, atol=1e-12)
     np.testing.assert_allclose(matrix_from_transform(messages["/tf"].transforms[0]), frames[0].pose, atol=1e-12)

@@ -4,23 +4,30 @@ Stable form::
 
     geovis odometry INPUT --out TRAJ.txt [--format tum|kitti] [--calib FILE] [--depth-out DIR]
         [--map-out MAP.ply] [--method direct|features] [--gt GT] [--max-frames N]
+        [--camera-height M] [--depth-source network|gt|simulated-relative] [--report FILE.json]
 
 INPUT is anything :func:`geovis_ros.data.readers.open_sequence` reads (TUM RGB-D, KITTI odometry,
 7-Scenes, a bag, an image folder or a video). Per frame: depth (the depth network through the
-inference runtime, or the input's own depth with ``--depth-source gt`` for evaluation), then the
-odometry stage; every finished keyframe goes to the back end (loop closure, pose graph, map).
+inference runtime, or the input's own depth with ``--depth-source gt`` for evaluation, or that
+depth made relative with ``--depth-source simulated-relative``), then the odometry stage (metric
+scale from ``--camera-height`` when given) and the frame's best depth; every finished keyframe
+goes to the back end (loop closure, pose graph, map).
 
 Outputs:
 
 - ``--out``: one pose per processed frame, ``T_odom_camera`` (OpenCV optical camera frame, odom =
   the first keyframe's camera), loop-corrected unless ``--no-loop-closure``; TUM
   (``t tx ty tz qx qy qz qw``) or KITTI (3x4 row-major per line).
-- ``--depth-out DIR``: each keyframe's fused depth, ``<frame name>.npy`` (float32 metres, NaN
-  invalid) or ``.png`` (16-bit millimetres, 0 invalid), plus ``keyframes.txt`` (TUM, keyframe poses).
+- ``--depth-out DIR``: every frame's best depth (the network depth corrected by the fused keyframe
+  depth, what the depth topic publishes), ``<frame name>.npy`` (float32 metres, NaN invalid) or
+  ``.png`` (16-bit millimetres, 0 invalid), plus ``keyframes.txt`` (TUM, keyframe poses).
 - ``--map-out MAP.ply``: the fused map (binary PLY, xyz + rgb) in the trajectory's frame.
+- ``--report FILE.json``: :func:`geovis_ros.apps.run_report.run_report` (frames, lost,
+  relocalisations, keyframes, scale source, is_metric, scale confidence, ms per frame, scores).
 
-The summary (stdout) gives frames, keyframes, loops, lost frames, timings, and ATE/RPE when ground
-truth is available (``--gt`` or poses in the input).
+The summary (stdout) gives frames, keyframes, loops, lost frames, timings, the scale source, and
+when ground truth is available (``--gt`` or poses in the input) ATE/RPE and the covariance's
+consistency (NEES); with depth in the input, the AbsRel of every 10th frame's published depth.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sized
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -38,12 +45,20 @@ import numpy as np
 from numpy.typing import NDArray
 
 from geovis_ros.apps.ply import write_ply
+from geovis_ros.apps.run_report import run_report, write_json_report
 from geovis_ros.data.image_io import DatasetError, write_depth_png
 from geovis_ros.data.readers import open_sequence
 from geovis_ros.data.sequence import SequenceFrame
 from geovis_ros.data.trajectory_io import TrajectoryFormatError, read_trajectory, write_trajectory
 from geovis_ros.errors import CommandError, GeovisError
-from geovis_ros.eval.metrics_traj import AssociateBy, TrajectoryEvalError, evaluate_trajectory
+from geovis_ros.eval.metrics_depth import DepthMetricsAccumulator
+from geovis_ros.eval.metrics_traj import (
+    AssociateBy,
+    TrajectoryEvalError,
+    evaluate_trajectory,
+    position_consistency,
+)
+from geovis_ros.eval.simulated_depth import relative_inverse_depth
 from geovis_ros.frame import DepthResult, Frame, OdometryResult, TrackingState
 from geovis_ros.geometry.camera import CameraModelError
 from geovis_ros.geometry.se3 import invert
@@ -53,11 +68,11 @@ from geovis_ros.slam.frontend.config import MOTION_PRIORS, OdometryConfig, odome
 from geovis_ros.slam.frontend.keyframes import Keyframe
 from geovis_ros.slam.frontend.odometry import OdometryStage
 
-DepthSource = Literal["network", "gt"]
+DepthSource = Literal["network", "gt", "simulated-relative"]
 DepthEstimator = Callable[[Frame, SequenceFrame], DepthResult]
 # (frame) -> (4, 4) T_previous_current motion guess for the odometry, None for constant velocity.
 PoseEstimator = Callable[[Frame], "NDArray[np.float64] | None"]
-DEPTH_SOURCES: tuple[str, ...] = ("network", "gt")
+DEPTH_SOURCES: tuple[str, ...] = ("network", "gt", "simulated-relative")
 GT_DEPTH_RELATIVE_STD = 0.01
 """Standard deviation (fraction of depth) attached to ground-truth depth: trusted but not exact."""
 
@@ -72,6 +87,7 @@ def make_depth_estimator(
     device: str = "auto",
     input_width: int = 320,
     model_path: str = "",
+    seed: int = 0,
 ) -> DepthEstimator:
     """A function ``(frame, sequence_frame) -> DepthResult`` giving each frame's metric depth.
 
@@ -79,11 +95,15 @@ def make_depth_estimator(
         source: ``"network"``: the depth network through the inference runtime
             (:class:`geovis_ros.pipeline.networks.DepthStage`); ``"gt"``: the input's own depth
             (``sequence_frame.depth``) with a standard deviation of 1 % of depth, for evaluating
-            odometry and fusion without network error.
+            odometry and fusion without network error; ``"simulated-relative"``: the input's own
+            depth turned into an affine-invariant relative inverse depth with a random scale and
+            shift per frame and smooth noise (:func:`~geovis_ros.eval.simulated_depth.relative_inverse_depth`,
+            seeded with ``seed``), ``is_metric=False``: the relative-depth machinery on real images.
         backend: inference backend (see :class:`geovis_ros.inference.engine.EngineConfig`).
         device: inference device (``auto``, ``cpu``, ``cuda``, ``cuda:N``).
         input_width: network input width, pixels.
         model_path: "" for the shipped weights, or a ``.safetensors`` / ``.onnx`` file.
+        seed: seed of ``"simulated-relative"``'s random scales, shifts and noise.
 
     Raises:
         ValueError: unknown source or runtime option. The ``"gt"`` estimator raises
@@ -98,6 +118,16 @@ def make_depth_estimator(
             return DepthResult(depth, (GT_DEPTH_RELATIVE_STD * depth).astype(np.float32), frame.intrinsics)
 
         return ground_truth
+    if source == "simulated-relative":
+        rng = np.random.default_rng(seed)
+
+        def simulated_relative(frame: Frame, item: SequenceFrame) -> DepthResult:
+            if item.depth is None:
+                raise MissingDepthError(f"simulated relative depth needs depth, frame {item.name!r} has none")
+            relative, std, _, _ = relative_inverse_depth(np.where(item.depth > 0, item.depth, np.nan), rng)
+            return DepthResult(relative, std, frame.intrinsics, is_metric=False)
+
+        return simulated_relative
     if source != "network":
         raise ValueError(f"depth source must be one of {DEPTH_SOURCES}, got {source!r}")
     from geovis_ros.inference.engine import EngineConfig
@@ -139,11 +169,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, metavar="TRAJ.txt", help="trajectory file to write")
     parser.add_argument("--format", choices=("tum", "kitti"), default="tum", help="trajectory format (default: tum)")
     parser.add_argument("--calib", metavar="FILE", help="calibration file or 'fx,fy,cx,cy' (overrides the input's)")
-    parser.add_argument("--depth-out", type=Path, metavar="DIR", help="write the fused keyframe depths here")
+    parser.add_argument("--depth-out", type=Path, metavar="DIR",
+                        help="write every frame's best depth (network depth corrected by the fused keyframe depth)")
     parser.add_argument(
         "--depth-format", choices=("npy", "png"), default="npy",
-        help="keyframe depth files: npy (float32 m) or png (16-bit mm) (default: npy)",
+        help="depth files: npy (float32 m) or png (16-bit mm) (default: npy)",
     )
+    parser.add_argument("--camera-height", type=float, default=0.0, metavar="M",
+                        help="camera height above the ground, metres: metric scale from the ground plane (0: off)")
+    parser.add_argument("--report", type=Path, metavar="FILE.json",
+                        help="write a machine-readable run report (frames, lost, scale source, timings, scores)")
     parser.add_argument("--map-out", type=Path, metavar="MAP.ply", help="write the fused map as a PLY file")
     parser.add_argument("--method", choices=("direct", "features"), default="direct",
                         help="direct (photometric, default) or features (classical KLT + PnP baseline)")
@@ -153,7 +188,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-loop-closure", action="store_true", help="write the raw odometry (no pose graph)")
     parser.add_argument(
         "--depth-source", choices=DEPTH_SOURCES, default="network",
-        help="network (default) or gt: the input's own depth (evaluation without network error)",
+        help="network (default); gt: the input's own depth (evaluation without network error); "
+             "simulated-relative: the input's depth as a relative inverse depth with a random scale and shift per "
+             "frame (evaluation of the scale machinery)",
     )
     parser.add_argument("--backend", default="auto", help="inference backend for the depth network (default: auto)")
     parser.add_argument("--device", default="auto", help="inference device: auto, cpu, cuda, cuda:N (default: auto)")
@@ -176,7 +213,7 @@ class OdometryRun:
         gt_poses: (N, 4, 4) T_world_camera from the input, or None when the input has no poses.
         keyframes: number of keyframes handed to the back end.
         loops: number of verified loop closures.
-        timings_ms: mean milliseconds per frame of ``depth``, ``odometry``, ``backend``.
+        timings_ms: mean milliseconds per frame of ``depth``, ``odometry``, ``fused_depth``, ``backend``.
 
     """
 
@@ -198,6 +235,7 @@ def run_odometry_over(
     on_keyframe: Callable[[Keyframe, str], None] | None = None,
     progress: Callable[[], object] | None = None,
     pose_estimator: PoseEstimator | None = None,
+    on_frame_depth: Callable[[DepthResult, SequenceFrame], None] | None = None,
 ) -> tuple[OdometryRun, SlamBackend]:
     """Run depth -> odometry -> back end over ``frames``; returns the run and the back end (map, poses).
 
@@ -213,6 +251,8 @@ def run_odometry_over(
         progress: called once per processed frame.
         pose_estimator: the odometry's per-frame motion guess (:func:`make_pose_estimator`); None
             for constant velocity. Its time counts as ``depth`` (network) time.
+        on_frame_depth: called as ``(depth, sequence_frame)`` with every frame's best depth
+            (:meth:`~geovis_ros.slam.frontend.odometry.OdometryStage.frame_depth`), timed as ``fused_depth``.
 
     """
     backend = SlamBackend(backend_config or BackendConfig())
@@ -228,7 +268,7 @@ def run_odometry_over(
     stamps: list[int] = []
     results: list[OdometryResult] = []
     gt: list[NDArray[np.float64] | None] = []
-    seconds = {"depth": 0.0, "odometry": 0.0, "backend": 0.0}
+    seconds = {"depth": 0.0, "odometry": 0.0, "fused_depth": 0.0, "backend": 0.0}
     for item in frames:
         frame = Frame(item.stamp_ns, item.rgb, item.intrinsics)
         names[item.stamp_ns] = item.name
@@ -237,10 +277,14 @@ def run_odometry_over(
         pose_prior = pose_estimator(frame) if pose_estimator is not None else None
         middle = time.perf_counter()
         results.append(stage(frame, depth, pose_prior=pose_prior))
+        tracked = time.perf_counter()
+        if on_frame_depth is not None:
+            on_frame_depth(stage.frame_depth(depth), item)
         end = time.perf_counter()
         feed.flush()
         seconds["depth"] += middle - start
-        seconds["odometry"] += end - middle
+        seconds["odometry"] += tracked - middle
+        seconds["fused_depth"] += end - tracked
         seconds["backend"] += time.perf_counter() - end
         stamps.append(item.stamp_ns)
         frame_names.append(item.name)
@@ -287,13 +331,59 @@ def _frames(source: Iterable[SequenceFrame], max_frames: int | None, where: Path
         raise CommandError(f"cannot read {where}: {err}") from None
 
 
-def _write_keyframe_depth(directory: Path, depth_format: str, keyframe: Keyframe, name: str) -> None:
-    """Write a keyframe's fused depth as ``<name>.npy`` (float32 m, NaN invalid) or ``.png`` (uint16 mm)."""
+def _write_depth(directory: Path, depth_format: str, depth: NDArray[np.float32], name: str) -> None:
+    """Write a depth map as ``<name>.npy`` (float32 m, NaN invalid) or ``.png`` (uint16 mm, 0 invalid)."""
     path = directory / f"{name}.{depth_format}"
     if depth_format == "npy":
-        np.save(path, keyframe.depth.astype(np.float32))
+        np.save(path, depth.astype(np.float32))
     else:
-        write_depth_png(path, keyframe.depth, scale=1000.0)
+        write_depth_png(path, depth, scale=1000.0)
+
+
+DEPTH_SCORE_EVERY = 10
+"""The run scores every this many frames' published depth against the input's depth, when it has some."""
+DEPTH_SCORE_RANGE_M = (0.1, 10.0)
+"""Ground-truth depth range scored, metres."""
+
+
+class DepthScorer:
+    """Scores of every :data:`DEPTH_SCORE_EVERY`-th frame's published and network depth against the input's depth.
+
+    ``published``: metric, no scaling; ``published_one_scale``: one scale for the whole sequence
+    (the median over the scored frames of median(gt) / median(published)); ``network``: the raw
+    depth input (metric, no scaling).
+    """
+
+    def __init__(self) -> None:
+        self._pairs: list[tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.float32]]] = []
+        self._index = 0
+
+    def add(self, published: DepthResult, network: DepthResult, item: SequenceFrame) -> None:
+        """Keep the frame's (gt, published, network) depths when it is one to score and has depth."""
+        index, self._index = self._index, self._index + 1
+        if item.depth is None or index % DEPTH_SCORE_EVERY:
+            return
+        self._pairs.append((item.depth, published.depth, network.depth))
+
+    def scores(self) -> dict[str, float]:
+        """``{published,published_one_scale,network}_{abs_rel,a1}``, ``one_scale`` and ``depth_frames_scored``."""
+        if not self._pairs:
+            return {}
+        low, high = DEPTH_SCORE_RANGE_M
+        ratios = []
+        for gt, published, _ in self._pairs:
+            ok = np.isfinite(gt) & (gt > low) & (gt < high) & np.isfinite(published) & (published > 0)
+            if np.any(ok):
+                ratios.append(float(np.median(gt[ok]) / np.median(published[ok])))
+        one_scale = float(np.median(ratios)) if ratios else math.nan
+        out: dict[str, float] = {"depth_frames_scored": float(len(self._pairs)), "one_scale": one_scale}
+        for key, index, factor in (("published", 1, 1.0), ("published_one_scale", 1, one_scale), ("network", 2, 1.0)):
+            accumulator = DepthMetricsAccumulator(min_depth=low, max_depth=high)
+            for pair in self._pairs:
+                accumulator.add(pair[0], pair[index] * factor)
+            result = accumulator.result()
+            out[f"{key}_abs_rel"], out[f"{key}_a1"] = result["abs_rel"], result["a1"]
+        return out
 
 
 def _score(run: OdometryRun, args: argparse.Namespace) -> dict[str, float] | None:
@@ -301,7 +391,8 @@ def _score(run: OdometryRun, args: argparse.Namespace) -> dict[str, float] | Non
 
     ``ate_{se3,sim3}_m``: ATE RMSE after SE(3) / Sim(3) alignment; ``rpe_{se3,sim3}_pct``: KITTI-style
     RPE; ``end_drift_m``: position error of the last pose when the first poses are made to coincide
-    (the loop-closure figure); ``path_length_m``.
+    (the loop-closure figure); ``path_length_m``; the raw odometry's covariance consistency
+    (:func:`~geovis_ros.eval.metrics_traj.position_consistency`) when every frame has ground truth.
     """
     stamps_s = run.stamps_ns.astype(np.float64) * 1e-9
     associate_by: AssociateBy = "stamp"
@@ -333,6 +424,9 @@ def _score(run: OdometryRun, args: argparse.Namespace) -> dict[str, float] | Non
             gt_end = invert(pairs.gt_poses[0]) @ pairs.gt_poses[-1]
             est_end = invert(pairs.est_poses[0]) @ pairs.est_poses[-1]
             scores[f"{prefix}end_drift_m"] = float(np.linalg.norm(gt_end[:3, 3] - est_end[:3, 3]))
+        if len(pairs.gt_poses) == len(run.odometry) and len(run.odometry) >= 2:  # every frame associated
+            covariances = np.stack([r.covariance for r in run.odometry])
+            scores.update(position_consistency(pairs.gt_poses, raw, covariances))
     except TrajectoryEvalError as err:
         raise CommandError(f"cannot score against the ground truth: {err}") from None
     return scores
@@ -346,6 +440,8 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"--gt {args.gt}: no such file")
     source, length = _open_input(args)
     total = length if args.max_frames is None else min(length or args.max_frames, args.max_frames)
+    if not args.camera_height >= 0:
+        raise CommandError(f"--camera-height must be >= 0 metres, got {args.camera_height}")
     try:
         depth_estimator = make_depth_estimator(args.depth_source, args.backend, args.device, args.input_width,
                                                args.model_depth)
@@ -356,24 +452,36 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError, ImportError, RuntimeError) as err:
         raise CommandError(f"cannot start the pose network: {err}") from None
     keyframe_stamps: dict[int, int] = {}
+    scorer = DepthScorer()
+    last_network: list[DepthResult] = []
 
     def on_keyframe(keyframe: Keyframe, name: str) -> None:
         keyframe_stamps[keyframe.id] = keyframe.stamp_ns
+
+    def network_depth(frame: Frame, item: SequenceFrame) -> DepthResult:
+        depth = depth_estimator(frame, item)
+        last_network[:] = [depth]
+        return depth
+
+    def on_frame_depth(depth: DepthResult, item: SequenceFrame) -> None:
+        scorer.add(depth, last_network[0], item)
         if args.depth_out is not None:
-            _write_keyframe_depth(args.depth_out, args.depth_format, keyframe, name)
+            _write_depth(args.depth_out, args.depth_format, depth.depth, item.name)
 
     if args.depth_out is not None:
         args.depth_out.mkdir(parents=True, exist_ok=True)
+    config = odometry_config_for(args.method)
+    config = replace(config, scale=replace(config.scale, camera_height=args.camera_height))
     from tqdm import tqdm
 
     with tqdm(total=total, unit="frame", desc="odometry", disable=args.quiet, file=sys.stderr) as bar:
         backend_config = BackendConfig(loop=None) if args.no_loop_closure else BackendConfig()
         try:
-            result, backend = run_odometry_over(_frames(source, args.max_frames, args.input), depth_estimator,
-                                                odometry_config_for(args.method), backend_config, on_keyframe,
-                                                bar.update, pose_estimator)
+            result, backend = run_odometry_over(_frames(source, args.max_frames, args.input), network_depth,
+                                                config, backend_config, on_keyframe, bar.update, pose_estimator,
+                                                on_frame_depth)
         except MissingDepthError as err:
-            raise CommandError(f"--depth-source gt: {err}; {args.input} has no depth") from None
+            raise CommandError(f"--depth-source {args.depth_source}: {err}; {args.input} has no depth") from None
     if not result.odometry:
         raise CommandError(f"{args.input}: no frames to process")
     write_trajectory(args.out, result.stamps_ns * 1e-9, result.poses, args.format)
@@ -384,12 +492,17 @@ def run(args: argparse.Namespace) -> int:
                          np.stack([poses[i] for i in ids]), "tum")
     if args.map_out is not None:
         write_ply(args.map_out, backend.map_cloud())
-    print(_summary(result, backend, args, _score(result, args)))
+    scores = _score(result, args)
+    depth_scores = scorer.scores()
+    if args.report is not None:
+        write_json_report(args.report, run_report(result.odometry, result.keyframes, result.loops, result.timings_ms,
+                                                  scores, depth_scores))
+    print(_summary(result, backend, args, scores, depth_scores))
     return 0
 
 
 def _summary(run: OdometryRun, backend: SlamBackend, args: argparse.Namespace,
-             scores: dict[str, float] | None) -> str:
+             scores: dict[str, float] | None, depth_scores: dict[str, float]) -> str:
     """The text printed at the end of a run."""
     states = [r.state for r in run.odometry]
     lost = sum(state is TrackingState.LOST for state in states)
@@ -401,6 +514,10 @@ def _summary(run: OdometryRun, backend: SlamBackend, args: argparse.Namespace,
         f"map          {len(backend.map)} points",
         f"trajectory   {args.out} ({args.format})",
     ]
+    last = run.odometry[-1] if run.odometry else None
+    if last is not None:
+        lines.append(f"scale        {last.scale_source.value}, metric {last.is_metric}, "
+                     f"confidence {last.scale_confidence:.2f}")
     if args.depth_out is not None:
         lines.append(f"depths       {args.depth_out}")
     if args.map_out is not None:
@@ -412,4 +529,14 @@ def _summary(run: OdometryRun, backend: SlamBackend, args: argparse.Namespace,
                 f"ATE {label:<8} {scores[prefix + 'ate_se3_m']:.4f} m se3, {scores[prefix + 'ate_sim3_m']:.4f} m sim3; "
                 f"RPE {scores[prefix + 'rpe_se3_pct']:.2f} %; end drift {scores[prefix + 'end_drift_m']:.4f} m"
             )
+        if "position_error_over_sigma" in scores:
+            ratio, nees = scores["position_error_over_sigma"], scores["position_nees_mean"]
+            lines.append(f"covariance   position error / predicted sigma: median {ratio:.2f}, "
+                         f"NEES mean {nees:.2f} (3 dof)")
+    if depth_scores:
+        lines.append(
+            f"depth        AbsRel published {depth_scores['published_abs_rel']:.3f} (metric), "
+            f"{depth_scores['published_one_scale_abs_rel']:.3f} (one scale x{depth_scores['one_scale']:.3f}); "
+            f"network {depth_scores['network_abs_rel']:.3f}; every {DEPTH_SCORE_EVERY}th frame, "
+            f"{DEPTH_SCORE_RANGE_M[0]}-{DEPTH_SCORE_RANGE_M[1]} m")
     return "\n".join(lines)

@@ -3,21 +3,29 @@
 Reads the images (and camera_info, ground-truth odometry, depth when present) of IN with rosbags,
 runs :class:`~geovis_ros.pipeline.pipeline.Pipeline` on every frame in order, and writes a ROS 2
 bag OUT (sqlite3 or mcap) holding the topics pipeline_node would publish, stamped with the input
-stamps: ``<ns>/depth``, ``depth/camera_info``, ``depth/uncertainty``, ``depth/colored``,
-``points``, ``flow``, ``flow/colored``, ``odom``, ``/tf`` (odom -> camera), ``map`` and
+stamps: ``<ns>/depth/image``, ``depth/camera_info``, ``depth/uncertainty``, ``depth/colored``,
+``points``, ``flow/image``, ``flow/colored``, ``odom``, ``/tf`` (odom -> camera), ``map`` and
 ``keyframes`` (whenever the map changed, at most ``map_rate`` Hz of bag time, and at the end) and
 ``path`` (at the end). ``report.md`` and ``metrics.json`` (scores against the bag's ground truth,
 timing) go into OUT next to the bag files, with ``trajectory.png``, ``depth.png`` and ``map.ply``.
 
 ``--config`` takes the nodes' parameter file (``config/geovis.yaml``: ``/**`` and
 ``pipeline_node`` sections are merged) or a flat YAML mapping of the same parameter names.
+
+Hostile or broken inputs end in one line on stderr and exit status 2, never a traceback: an
+unreadable bag or model file, a pipeline that fails on a frame. Bad messages (lying CDR lengths,
+undecodable or wrongly sized images) are skipped and counted; the summary line says how many.
+OUT appears only complete: everything is written into a hidden temporary folder beside it and
+renamed to OUT at the end, and removed on failure, so a failed run never blocks a rerun.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,7 +38,7 @@ from numpy.typing import NDArray
 from geovis_ros.apps.run_report import format_number, timing_metrics, trajectory_metrics, write_run_outputs
 from geovis_ros.data.bag import STORAGES, BagSequence, BagWriter, open_bag_writer
 from geovis_ros.data.image_io import DatasetError
-from geovis_ros.errors import CommandError
+from geovis_ros.errors import CommandError, GeovisError
 from geovis_ros.eval.metrics_depth import DepthMetricsAccumulator
 from geovis_ros.frame import Frame, PipelineResult, PointCloud
 from geovis_ros.geometry.camera import Intrinsics
@@ -138,7 +146,7 @@ class BagOutput:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Process the bag, write OUT with the outputs and the report."""
+    """Process the bag, write OUT with the outputs and the report (see the module docstring)."""
     if args.max_frames is not None and args.max_frames < 1:
         raise CommandError(f"--max-frames must be >= 1, got {args.max_frames}")
     if args.output.exists():
@@ -155,23 +163,51 @@ def run(args: argparse.Namespace) -> int:
         sequence = BagSequence(args.input, image_topic=args.image_topic)
     except (DatasetError, ImportError) as err:
         raise CommandError(str(err)) from None
+    try:
+        pipeline = Pipeline(config)
+    except (GeovisError, OSError) as err:
+        raise CommandError(f"cannot start the pipeline: {err}") from None
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{args.output.name}.", suffix=".partial", dir=args.output.parent))
+    except OSError as err:
+        raise CommandError(f"cannot write next to {args.output}: {err}") from None
+    try:
+        summary = _process(args, values, sequence, pipeline, staging / args.output.name)
+        if args.output.exists():
+            raise CommandError(f"{args.output} appeared while processing; not replacing it")
+        try:
+            (staging / args.output.name).rename(args.output)
+        except OSError as err:
+            raise CommandError(f"cannot move the finished output to {args.output}: {err}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # empty after a successful rename
+    print(f"geovis process-bag: {summary}; report in {args.output / 'report.md'}")
+    return 0
+
+
+def _process(args: argparse.Namespace, values: dict[str, Any], sequence: BagSequence, pipeline: Pipeline,
+             output_path: Path) -> str:
+    """Run the pipeline over ``sequence`` into the bag folder ``output_path`` with its report; returns the summary."""
+    config = pipeline.config
     total = len(sequence) if args.max_frames is None else min(len(sequence), args.max_frames)
     switches = {name: bool(values.get(name, True)) for name in OUTPUT_PARAMETERS if name.startswith("publish_")}
     map_period_ns = round(1e9 / float(values.get("map_rate", DEFAULT_MAP_RATE_HZ)))
     camera_frame = str(values.get("camera_frame", "")) or "camera"
-    pipeline = Pipeline(config)
     print(f"geovis process-bag: {args.input} ({sequence.image_topic}, {total} frames) -> {args.output} "
           f"[stages: {', '.join(config.stages)}]")
     run_state = _RunState()
     started = time.perf_counter()
     try:
-        with open_bag_writer(args.output, args.storage) as bag:
+        with open_bag_writer(output_path, args.storage) as bag:
             output = BagOutput(bag, args.namespace, config.odom_frame, switches)
             with _progress(total) as advance:
                 for index, item in enumerate(sequence):
                     if index >= total:
                         break
-                    run_state.process(pipeline, output, item, camera_frame, map_period_ns)
+                    try:
+                        run_state.process(pipeline, output, item, camera_frame, map_period_ns)
+                    except GeovisError as err:
+                        raise CommandError(f"frame {item.name} (stamp {item.stamp_ns} ns): {err}") from None
                     advance()
             run_state.finish(pipeline, output)
     except DatasetError as err:
@@ -179,16 +215,17 @@ def run(args: argparse.Namespace) -> int:
     metrics, evaluation = run_state.metrics(pipeline)
     metrics["elapsed_s"] = time.perf_counter() - started
     metrics["messages_written"] = bag.messages_written
+    metrics["bad_messages_skipped"] = sequence.skipped.total
     details = [f"Input `{args.input}` ({sequence.image_topic}), output bag `{args.output}` ({args.storage}), "
                f"stages {', '.join(config.stages)}, backend {metrics['backend']}.",
                "ATE: SE(3) alignment, no scale correction (n/a without ground-truth odometry in the bag). "
-               "Latency: pipeline time per frame; the first 2 frames (engine build) are left out."]
-    write_run_outputs(args.output, "geovis process-bag", metrics, details, evaluation, run_state.depth_example,
+               "Latency: pipeline time per frame; the first 2 frames (engine build) are left out.",
+               f"Input messages: {sequence.skipped.summary()}."]
+    write_run_outputs(output_path, "geovis process-bag", metrics, details, evaluation, run_state.depth_example,
                       pipeline.map_cloud() if config.mapping else None)
-    print(f"geovis process-bag: {metrics['frames_out']} frames, {format_number(metrics['fps'], ' frames/s', 2)}, "
-          f"ATE {format_number(metrics['ate_rmse_m'], ' m')}, depth AbsRel {format_number(metrics['depth_absrel'])}; "
-          f"report in {args.output / 'report.md'}")
-    return 0
+    return (f"{metrics['frames_out']} frames, {format_number(metrics['fps'], ' frames/s', 2)}, "
+            f"ATE {format_number(metrics['ate_rmse_m'], ' m')}, depth AbsRel {format_number(metrics['depth_absrel'])}; "
+            f"{sequence.skipped.summary()}")
 
 
 class _RunState:

@@ -1,4 +1,4 @@
-"""Scores of one pipeline run against ground truth, and its report files (demo, process-bag). ROS-free.
+"""Scores of one pipeline run against ground truth, and its report files (demo, process-bag, odometry). ROS-free.
 
 Trajectory: ATE RMSE after an SE(3) alignment with NO scale correction (the odometry claims
 metric scale), KITTI-style RPE, and the ground-truth path length. Depth: AbsRel and delta < 1.25
@@ -20,7 +20,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from geovis_ros.apps.ply import write_ply
 from geovis_ros.eval.metrics_traj import TrajectoryEvalError, TrajectoryEvaluation, evaluate_trajectory
-from geovis_ros.frame import PointCloud
+from geovis_ros.frame import OdometryResult, PointCloud, TrackingState
 
 WARMUP_FRAMES = 2
 # Stamps of a result and its ground truth are the same message stamp; allow only rounding.
@@ -156,3 +156,55 @@ def write_run_outputs(
     files = [f"- `{path.name}`" for path in written.values()]
     written["report"].write_text(format_report(title, metrics, [*details, "", "Files:", *files]))
     return written
+
+
+def run_report(
+    results: Sequence[OdometryResult], keyframes: int, loops: int, timings_ms: dict[str, float],
+    scores: dict[str, float] | None, depth_scores: dict[str, float],
+) -> dict[str, Any]:
+    """The machine-readable report of one ``geovis odometry`` run (``--report FILE.json``).
+
+    Args:
+        results: one odometry result per frame.
+        keyframes: keyframes handed to the back end.
+        loops: verified loop closures.
+        timings_ms: mean milliseconds per frame of each step.
+        scores: trajectory scores (None without ground truth).
+        depth_scores: published-depth scores (empty without ground-truth depth).
+
+    Keys: ``frames``, ``frames_lost``, ``relocalisations``, ``keyframes``, ``loop_closures``,
+    ``tracked_by`` (frames per tracker: direct, features, motion_model, ""), ``scale_source``,
+    ``is_metric`` and ``scale_confidence`` (of the last frame), ``scale_sources`` (frames per
+    source), ``ms_per_frame`` (mean per step and ``total``), ``trajectory`` (ATE/RPE/covariance
+    scores, when there is ground truth) and ``depth`` (published-depth scores, when the input has depth).
+
+    """
+    states = [r.state for r in results]
+    last = results[-1] if results else None
+    trackers: dict[str, int] = {}
+    sources: dict[str, int] = {}
+    for result in results:
+        trackers[result.tracker] = trackers.get(result.tracker, 0) + 1
+        sources[result.scale_source.value] = sources.get(result.scale_source.value, 0) + 1
+    return {
+        "frames": len(results),
+        "frames_lost": sum(state is TrackingState.LOST for state in states),
+        "relocalisations": sum(state is TrackingState.RELOCALIZED for state in states),
+        "keyframes": keyframes,
+        "loop_closures": loops,
+        "tracked_by": trackers,
+        "scale_source": None if last is None else last.scale_source.value,
+        "is_metric": None if last is None else last.is_metric,
+        "scale_confidence": None if last is None else last.scale_confidence,
+        "scale_sources": sources,
+        "ms_per_frame": {**timings_ms, "total": sum(timings_ms.values())},
+        "trajectory": scores or {},
+        "depth": depth_scores,
+    }
+
+
+def write_json_report(path: Path, report: dict[str, Any]) -> Path:
+    """Write ``report`` as strict JSON (NaN/inf as null) to ``path`` (parent folders created)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(json_ready(report), indent=2) + "\n")
+    return path

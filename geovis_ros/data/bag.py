@@ -11,14 +11,24 @@ Written bags hold, per frame (all stamped with the frame's capture time):
 - ``gt_topic``: ``nav_msgs/Odometry`` in frame ``odom`` with child_frame_id = ``frame_id`` and
   pose = T_odom_camera (OpenCV optical frame), for frames that have a pose;
 - ``depth_topic`` (``with_depth=True``): ``sensor_msgs/Image`` 32FC1, metres, NaN = invalid.
+
+Reading trusts nothing in the bag: a message that cannot be deserialized (e.g. a CDR length that
+lies), decoded (bad encoding, over the pixel budget) or used (wrong size) is
+skipped and counted in :attr:`BagSequence.skipped`, never a crash; only a bag that cannot give a
+single usable image, or CameraInfo with implausible intrinsics, is refused (DatasetError). Images
+wait for a matching depth message for at most ``max_depth_wait_s`` of bag time and in at most
+``max_pending_images`` at once, so a depth topic that stops never makes the reader buffer the bag.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-from collections import deque
+import sqlite3
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -29,7 +39,7 @@ from geovis_ros.data.calibration import CalibrationSource, load_calibration
 from geovis_ros.data.frame_source import associate_nearest, check_frame
 from geovis_ros.data.image_io import DatasetError
 from geovis_ros.data.sequence import SequenceFrame
-from geovis_ros.geometry.camera import Intrinsics
+from geovis_ros.geometry.camera import CameraModelError, Intrinsics, check_plausible_intrinsics
 from geovis_ros.ros.camera_info import CameraCalibration, calibration_from_camera_info, camera_info_from_calibration
 from geovis_ros.ros.compressed import rgb8_from_compressed
 from geovis_ros.ros.errors import ConversionError
@@ -56,6 +66,14 @@ STORAGES = ("sqlite3", "mcap")
 ROSBAG2_VERSION: Literal[9] = 9
 """rosbag2 metadata version written by ROS 2 Jazzy."""
 MAX_TIME_DIFFERENCE_S = 0.02
+MAX_DEPTH_WAIT_S = 0.5
+"""Bag time (s) an image waits for a depth message after its own stamp before it goes on without depth."""
+MAX_PENDING_IMAGES = 8
+"""Images held at most while waiting for depth; the oldest goes on without depth beyond this."""
+FIRST_IMAGE_ATTEMPTS = 100
+"""Image messages tried for the first usable one (its size) before a bag is refused."""
+
+LOG = logging.getLogger(__name__)
 # The distortion written with the intrinsics: plumb_bob, all zero (an ideal pinhole).
 _NO_DISTORTION = ("plumb_bob", (0.0,) * 5)
 
@@ -173,6 +191,16 @@ def write_bag(
 # ---------------------------------------------------------------------------------------- reading
 
 
+def _one_line(err: BaseException) -> str:
+    """The message of ``err`` with its line breaks and runs of spaces collapsed (for one-line errors)."""
+    return " ".join(str(err).split())
+
+
+def _stamp_ns(msg: Any) -> int:
+    """Header stamp of a message in nanoseconds."""
+    return ns_from_time(msg.header.stamp)
+
+
 def _bag_paths(path: Path) -> list[Path]:
     """What rosbags' AnyReader opens for ``path``: [ROS 2 bag directory] or [ROS 1 .bag file]."""
     if path.is_dir():
@@ -193,6 +221,33 @@ def _bag_paths(path: Path) -> list[Path]:
     raise DatasetError(f"{path}: not a bag (expected a ROS 2 bag directory, .db3, .mcap or ROS 1 .bag)")
 
 
+@dataclass
+class SkippedMessages:
+    """Messages of a bag that could not be used: how many per topic, and the first reason for each."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    first_reasons: dict[str, str] = field(default_factory=dict)
+
+    def add(self, topic: str, reason: str) -> None:
+        """Count one skipped message of ``topic``; the first reason per topic is kept and logged."""
+        if topic not in self.first_reasons:
+            self.first_reasons[topic] = reason
+            LOG.warning("skipping bad messages on %s (first: %s)", topic, reason)
+        self.counts[topic] += 1
+
+    @property
+    def total(self) -> int:
+        """Messages skipped in all."""
+        return sum(self.counts.values())
+
+    def summary(self) -> str:
+        """One line: ``"no bad messages"`` or the count per topic with its first reason."""
+        if not self.counts:
+            return "no bad messages"
+        parts = [f"{topic}: {count} (first: {self.first_reasons[topic]})" for topic, count in self.counts.items()]
+        return f"{self.total} bad message(s) skipped; " + "; ".join(parts)
+
+
 class BagSequence:
     """Frames from the images of a ROS 1 or ROS 2 bag (sqlite3 or mcap), read with rosbags.
 
@@ -208,8 +263,12 @@ class BagSequence:
         calib: intrinsics override (file, ``"fx,fy,cx,cy"`` or Intrinsics), needed when the bag has
             no CameraInfo.
         max_time_difference_s: stamp window for matching depth and ground truth to images.
+        max_depth_wait_s: bag time an image waits for a depth message (see the module docstring).
+        max_pending_images: images held at most while waiting for depth.
 
-    Frames are named ``000000``, ``000001``, ... and stamped with the image header stamp.
+    Frames are named ``000000``, ``000001``, ... (usable images only) and stamped with the image
+    header stamp. Bad messages are skipped and counted in :attr:`skipped` (reading the ground
+    truth at construction, then each iteration).
 
     """
 
@@ -222,10 +281,15 @@ class BagSequence:
         depth_topic: str | None = None,
         calib: CalibrationSource | None = None,
         max_time_difference_s: float = MAX_TIME_DIFFERENCE_S,
+        max_depth_wait_s: float = MAX_DEPTH_WAIT_S,
+        max_pending_images: int = MAX_PENDING_IMAGES,
     ) -> None:
         self.path = Path(path)
         self._paths = _bag_paths(self.path)
         self._max_difference_ns = round(max_time_difference_s * 1e9)
+        self._max_wait_ns = round(max_depth_wait_s * 1e9)
+        self._max_pending = max(1, max_pending_images)
+        self.skipped = SkippedMessages()
         with self._open() as reader:
             self._topic_types = {
                 c.topic: c.msgtype for c in sorted(reader.connections, key=lambda c: c.topic)
@@ -233,12 +297,11 @@ class BagSequence:
             self.image_topic = self._pick_image_topic(image_topic)
             self.depth_topic = self._pick_depth_topic(depth_topic)
             self._count = sum(c.msgcount for c in reader.connections if c.topic == self.image_topic)
-            first_image = self._first_message(reader, self.image_topic)
-            rgb = self._decode_rgb(first_image)
-            height, width = rgb.shape[:2]
+            height, width = self._first_image_size(reader)
             self.info_topic: str | None = None
             if calib is not None:
-                self._intrinsics = load_calibration(calib).intrinsics(width, height, str(calib))
+                self._intrinsics = self._plausible(load_calibration(calib).intrinsics(width, height, str(calib)),
+                                                   "plumb_bob", str(calib))
             else:
                 self.info_topic = self._pick_info_topic(info_topic)
                 info = self._first_message(reader, self.info_topic)
@@ -306,28 +369,72 @@ class BagSequence:
         try:
             reader.open()
         except AnyReaderError as err:
-            raise DatasetError(f"{self.path}: cannot read bag ({err})") from None
+            raise DatasetError(f"{self.path}: cannot read bag ({_one_line(err)})") from None
         try:
             yield reader
         finally:
             reader.close()
 
-    def _connections(self, reader: AnyReader, topic: str | None) -> list[Connection]:
-        return [c for c in reader.connections if c.topic == topic]
+    def _messages(self, reader: AnyReader, topic_names: tuple[str | None, ...]) -> Iterator[tuple[str, Any]]:
+        """(topic, message) of ``topic_names`` in bag order; undeserializable ones skipped and counted.
+
+        A storage that cannot be read on (corrupt database or chunk) raises DatasetError.
+        """
+        from rosbags.highlevel import AnyReaderError
+        from rosbags.rosbag1 import ReaderError as Rosbag1Error
+        from rosbags.rosbag2 import ReaderError as Rosbag2Error
+
+        connections = [c for c in reader.connections if c.topic in topic_names]
+        try:
+            for connection, _, raw in reader.messages(connections=connections):
+                try:
+                    yield connection.topic, reader.deserialize(raw, connection.msgtype)
+                except AnyReaderError as err:  # rosbags' SerdeError: e.g. a CDR length that lies
+                    self.skipped.add(connection.topic, f"cannot deserialize ({_one_line(err)})")
+        except (Rosbag1Error, Rosbag2Error, sqlite3.DatabaseError) as err:
+            raise DatasetError(f"{self.path}: cannot read the bag on ({_one_line(err)})") from None
 
     def _first_message(self, reader: AnyReader, topic: str) -> Any:
-        for connection, _, raw in reader.messages(connections=self._connections(reader, topic)):
-            return reader.deserialize(raw, connection.msgtype)
-        raise DatasetError(f"{self.path}: topic {topic} has no messages")
+        for _, msg in self._messages(reader, (topic,)):
+            return msg
+        raise DatasetError(f"{self.path}: topic {topic} has no usable messages")
+
+    def _first_image_size(self, reader: AnyReader) -> tuple[int, int]:
+        """(height, width) of the first usable image among the first :data:`FIRST_IMAGE_ATTEMPTS`."""
+        first_error: DatasetError | None = None
+        for attempt, (_, msg) in enumerate(self._messages(reader, (self.image_topic,))):
+            try:
+                height, width = self._decode_rgb(msg).shape[:2]
+                return height, width
+            except DatasetError as err:
+                first_error = first_error or err
+                self.skipped.add(self.image_topic, str(err))
+            if attempt + 1 >= FIRST_IMAGE_ATTEMPTS:
+                break
+        if first_error is not None:
+            raise first_error
+        raise DatasetError(f"{self.path}: topic {self.image_topic} has no usable messages")
+
+    def _plausible(self, k: Intrinsics, distortion_model: str, source: str) -> Intrinsics:
+        """``k`` if :func:`check_plausible_intrinsics` accepts it, else DatasetError naming ``source``."""
+        try:
+            check_plausible_intrinsics(k, distortion_model)
+        except CameraModelError as err:
+            raise DatasetError(f"{self.path} {source}: {err}") from None
+        return k
 
     def _read_ground_truth(self, reader: AnyReader) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
         stamps: list[int] = []
         poses: list[NDArray[np.float64]] = []
         if self.gt_topic is not None:
-            for connection, _, raw in reader.messages(connections=self._connections(reader, self.gt_topic)):
-                msg: Any = reader.deserialize(raw, connection.msgtype)
-                stamps.append(ns_from_time(msg.header.stamp))
-                poses.append(self._decoded(matrix_from_stamped_pose, msg, self.gt_topic))
+            for topic, msg in self._messages(reader, (self.gt_topic,)):
+                try:
+                    stamp, pose = self._decoded(lambda m: (_stamp_ns(m), matrix_from_stamped_pose(m)), msg, topic)
+                except DatasetError as err:
+                    self.skipped.add(topic, str(err))
+                    continue
+                stamps.append(stamp)
+                poses.append(pose)
         order = np.argsort(np.array(stamps, dtype=np.int64), kind="stable")
         stamp_array = np.array(stamps, dtype=np.int64)[order]
         pose_array = np.stack(poses)[order] if poses else np.zeros((0, 4, 4))
@@ -357,7 +464,7 @@ class BagSequence:
                 f"{self.path} {self.info_topic}: CameraInfo is for {k.width}x{k.height} but images are "
                 f"{width}x{height}"
             )
-        return k
+        return self._plausible(k, calibration.distortion_model, str(self.info_topic))
 
     @property
     def intrinsics(self) -> Intrinsics:
@@ -374,40 +481,53 @@ class BagSequence:
         return self._count
 
     def __iter__(self) -> Iterator[SequenceFrame]:
-        """Frames in bag order; depth and pose attached where a message matches the image stamp."""
-        with self._open() as reader:
-            connections = self._connections(reader, self.image_topic) + self._connections(reader, self.depth_topic)
-            pending: deque[tuple[int, Any]] = deque()  # images waiting for a later depth message
-            depths: list[tuple[int, Any]] = []
-            index = 0
-            for connection, _, raw in reader.messages(connections=connections):
-                msg: Any = reader.deserialize(raw, connection.msgtype)
-                stamp_ns = ns_from_time(msg.header.stamp)
-                if connection.topic == self.image_topic:
-                    pending.append((stamp_ns, msg))
-                else:
-                    depths.append((stamp_ns, msg))
-                # An image is complete once a depth message later than its matching window arrived.
-                while pending and (
-                    self.depth_topic is None
-                    or (depths and depths[-1][0] > pending[0][0] + self._max_difference_ns)
-                ):
-                    oldest_needed = pending[0][0] - self._max_difference_ns
-                    depths = [d for d in depths if d[0] >= oldest_needed]
-                    yield self._frame(index, *pending.popleft(), depths)
-                    index += 1
-            while pending:
-                yield self._frame(index, *pending.popleft(), depths)
-                index += 1
+        """Frames in bag order; depth and pose attached where a message matches the image stamp.
 
-    def _frame(self, index: int, stamp_ns: int, msg: Any, depths: list[tuple[int, Any]]) -> SequenceFrame:
-        rgb = self._decode_rgb(msg)
+        Streams: an image is held only until a depth message later than its matching window
+        arrives, until a later image is ``max_depth_wait_s`` newer, or while fewer than
+        ``max_pending_images`` are held; unusable messages are skipped and counted.
+        """
+        with self._open() as reader:
+            pending: deque[tuple[int, Any]] = deque()  # images waiting for a later depth message
+            depths: deque[tuple[int, Any]] = deque(maxlen=4 * self._max_pending)
+            index = 0
+            for topic, msg in self._messages(reader, (self.image_topic, self.depth_topic)):
+                (pending if topic == self.image_topic else depths).append((_stamp_ns(msg), msg))
+                while pending and self._image_complete(pending, depths):
+                    stamp_ns, image = pending.popleft()
+                    oldest_needed = stamp_ns - self._max_difference_ns
+                    while depths and depths[0][0] < oldest_needed:
+                        depths.popleft()
+                    frame = self._frame(index, stamp_ns, image, list(depths))
+                    if frame is not None:
+                        yield frame
+                        index += 1
+            while pending:
+                frame = self._frame(index, *pending.popleft(), list(depths))
+                if frame is not None:
+                    yield frame
+                    index += 1
+
+    def _image_complete(self, pending: deque[tuple[int, Any]], depths: deque[tuple[int, Any]]) -> bool:
+        """Whether the oldest pending image should go now: its depth arrived, or waiting is over."""
+        oldest = pending[0][0]
+        return (self.depth_topic is None
+                or (bool(depths) and depths[-1][0] > oldest + self._max_difference_ns)
+                or len(pending) > self._max_pending
+                or pending[-1][0] > oldest + self._max_wait_ns)
+
+    def _frame(self, index: int, stamp_ns: int, msg: Any, depths: list[tuple[int, Any]]) -> SequenceFrame | None:
+        """The frame of one image message, or None (skipped and counted) when it cannot be used."""
+        try:
+            rgb = self._decode_rgb(msg)
+        except DatasetError as err:
+            self.skipped.add(self.image_topic, str(err))
+            return None
         k = self._intrinsics
         if rgb.shape[:2] != (k.height, k.width):
-            raise DatasetError(
-                f"{self.path} {self.image_topic}: message {index} is {rgb.shape[1]}x{rgb.shape[0]}, "
-                f"the calibration is for {k.width}x{k.height}"
-            )
+            self.skipped.add(self.image_topic, f"{self.path} {self.image_topic}: an image is {rgb.shape[1]}x"
+                                               f"{rgb.shape[0]}, the calibration is for {k.width}x{k.height}")
+            return None
         query = np.array([stamp_ns], dtype=np.int64)
         depth = None
         if depths:
@@ -415,7 +535,10 @@ class BagSequence:
             order = np.argsort(depth_stamps, kind="stable")
             match = associate_nearest(query, depth_stamps[order], self._max_difference_ns)[0]
             if match >= 0:
-                depth = self._decoded(depth_from_image, depths[order[match]][1], self.depth_topic)
+                try:
+                    depth = self._decoded(depth_from_image, depths[order[match]][1], self.depth_topic)
+                except DatasetError as err:
+                    self.skipped.add(str(self.depth_topic), str(err))
         pose_match = associate_nearest(query, self._gt_stamps_ns, self._max_difference_ns)[0]
         pose = self._gt_poses[pose_match].copy() if pose_match >= 0 else None
         return SequenceFrame(

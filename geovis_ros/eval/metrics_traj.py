@@ -505,3 +505,48 @@ def evaluate_trajectory(
         "path_length_m": float(cumulative_distances(gt)[-1]),
     }
     return TrajectoryEvaluation(gt_stamps[index_gt], gt, aligned, transform, summary)
+
+
+def position_consistency(gt_poses: ArrayLike, est_poses: ArrayLike, covariances: ArrayLike) -> dict[str, float]:
+    """How honest an odometry's position covariance is: NEES and error / predicted sigma.
+
+    The odometry frame is its first pose, so both trajectories are taken relative to their first
+    pose (no fitted alignment: that would hide exactly the drift the covariance must describe).
+    For frame i, ``e_i`` = estimated minus true position (metres, odometry frame) and
+    ``NEES_i = e_i^T P_i^-1 e_i`` with ``P_i = J C_i J^T`` the covariance of the position (the
+    covariance ``C_i`` is of a left perturbation ``exp(xi) T``, which moves the position ``p`` by
+    ``v + w x p``: ``J = [I | -[p]x]``); a consistent estimator has mean NEES equal to the 3
+    degrees of freedom.
+
+    Args:
+        gt_poses: (N, 4, 4) ground truth ``T_world_camera``.
+        est_poses: (N, 4, 4) estimates ``T_odom_camera`` (associated row by row).
+        covariances: (N, 6, 6) covariances over (x, y, z, rx, ry, rz), metres and radians.
+
+    Returns:
+        ``position_nees_mean``, ``position_nees_median``, ``position_error_over_sigma`` (median of
+        ``|e_i| / sqrt(trace P_i)``) over the frames after the first, and ``nees_frames``.
+
+    """
+    gt, est = _checked_pair(gt_poses, est_poses)
+    cov = np.asarray(covariances, dtype=np.float64).reshape(-1, 6, 6)
+    if cov.shape[0] != gt.shape[0]:
+        raise TrajectoryEvalError(f"{cov.shape[0]} covariances for {gt.shape[0]} poses")
+    gt_rel = np.linalg.inv(gt[0]) @ gt
+    est_rel = np.linalg.inv(est[0]) @ est
+    error = est_rel[1:, :3, 3] - gt_rel[1:, :3, 3]
+    p = est_rel[1:, :3, 3]
+    jacobian = np.zeros((p.shape[0], 3, 6))
+    jacobian[:, :, :3] = np.eye(3)
+    jacobian[:, 0, 4], jacobian[:, 0, 5] = p[:, 2], -p[:, 1]  # -[p]x
+    jacobian[:, 1, 3], jacobian[:, 1, 5] = -p[:, 2], p[:, 0]
+    jacobian[:, 2, 3], jacobian[:, 2, 4] = p[:, 1], -p[:, 0]
+    position = jacobian @ cov[1:] @ jacobian.transpose(0, 2, 1)
+    nees = np.einsum("ni,ni->n", error, np.linalg.solve(position, error[:, :, None])[:, :, 0])
+    ratio = np.linalg.norm(error, axis=1) / np.sqrt(np.trace(position, axis1=1, axis2=2))
+    return {
+        "position_nees_mean": float(np.mean(nees)) if nees.size else math.nan,
+        "position_nees_median": float(np.median(nees)) if nees.size else math.nan,
+        "position_error_over_sigma": float(np.median(ratio)) if ratio.size else math.nan,
+        "nees_frames": float(nees.size),
+    }

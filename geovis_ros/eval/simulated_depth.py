@@ -74,3 +74,42 @@ def network_like_depth(
     predicted = (depth * np.exp(field + noise) * scale).astype(np.float32)
     std = (predicted * math.sqrt(bias_std**2 + noise_std**2 + scale_std**2)).astype(np.float32)
     return predicted, std
+
+
+RELATIVE_SCALE_RANGE = (0.5, 2.0)
+"""Range of the per-frame scale of :func:`relative_inverse_depth` (log-uniform)."""
+RELATIVE_SHIFT_RANGE = (-0.2, 1.0)
+"""Range of its per-frame shift, as a fraction of the scaled median inverse depth (uniform)."""
+
+
+def relative_inverse_depth(
+    depth: NDArray[np.floating], rng: np.random.Generator, bias_std: float = 0.05, noise_std: float = 0.02,
+) -> tuple[NDArray[np.float32], NDArray[np.float32], float, float]:
+    """Exact depth turned into what an affine-invariant relative depth network (MiDaS, Depth Anything) gives.
+
+    The depth is first corrupted by :func:`network_like_depth` (smooth field ``bias_std`` and fine
+    noise ``noise_std``, no scale error), then its inverse becomes ``a / depth + b`` with a random
+    scale ``a`` in :data:`RELATIVE_SCALE_RANGE` (log-uniform) and a random shift ``b``
+    (:data:`RELATIVE_SHIFT_RANGE` times ``a`` times the median inverse depth), new every call.
+
+    Args:
+        depth: (H, W) exact depth, metres, NaN where invalid.
+        rng: random generator; the result is a deterministic function of its state.
+        bias_std: standard deviation of the smooth log-depth error (:func:`network_like_depth`).
+        noise_std: standard deviation of the fine log-depth noise.
+
+    Returns:
+        ``(relative_depth, std, a, b)``: (H, W) float32 ``1 / (a / depth' + b)`` (NaN where
+        invalid or not positive), a claimed std of 10 % of it, and the scale and shift drawn.
+
+    """
+    noisy, _ = network_like_depth(depth, rng, bias_std=bias_std, noise_std=noise_std, scale_std=0.0)
+    low, high = RELATIVE_SCALE_RANGE
+    scale = float(np.exp(rng.uniform(math.log(low), math.log(high))))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inverse = np.where(noisy > 0, 1.0 / noisy, np.nan)
+        median = float(np.nanmedian(inverse)) if np.any(np.isfinite(inverse)) else 1.0
+        shift = scale * float(rng.uniform(*RELATIVE_SHIFT_RANGE)) * median
+        relative = scale * inverse + shift
+        out = np.where(relative > 0, 1.0 / relative, np.nan).astype(np.float32)
+    return out, (0.1 * out).astype(np.float32), scale, shift

@@ -64,6 +64,55 @@ class Intrinsics:
         )
 
 
+MIN_FOV_DEG = 5.0
+"""Narrowest plausible field of view, degrees, on either image axis."""
+MAX_FOV_DEG = 200.0
+"""Widest plausible field of view, degrees, of a lens whose angle grows with the image radius (fisheye)."""
+MAX_PINHOLE_FOV_DEG = 170.0
+"""Widest plausible field of view of a pinhole (rectilinear) image, which tends to 180 degrees as f -> 0."""
+ANGLE_LINEAR_MODELS = frozenset({"equidistant", "fisheye", "kannala_brandt"})
+"""Distortion models whose K maps angle, not its tangent, to pixels (theta = r / f)."""
+
+
+def field_of_view_deg(k: Intrinsics, distortion_model: str = "plumb_bob") -> tuple[float, float]:
+    """(horizontal, vertical) field of view in degrees across the image edges, from the principal point.
+
+    Pinhole models: ``atan((c + 0.5) / f) + atan((size - 0.5 - c) / f)`` per axis; the models in
+    :data:`ANGLE_LINEAR_MODELS`: ``size / f`` radians.
+    """
+    def span(c: float, f: float, size: int) -> float:
+        if distortion_model in ANGLE_LINEAR_MODELS:
+            return math.degrees(size / f)
+        return math.degrees(math.atan2(c + 0.5, f) + math.atan2(size - 0.5 - c, f))
+
+    return span(k.cx, k.fx, k.width), span(k.cy, k.fy, k.height)
+
+
+def check_plausible_intrinsics(k: Intrinsics, distortion_model: str = "plumb_bob") -> None:
+    """Raise CameraModelError (one line) unless ``k`` describes a camera that can exist.
+
+    Checked: finite, positive focal lengths; the principal point inside the image (pixel edges
+    included: -0.5 <= c <= size - 0.5); a field of view (:func:`field_of_view_deg`) on each axis
+    of at least :data:`MIN_FOV_DEG` and at most :data:`MAX_PINHOLE_FOV_DEG` (pinhole models) or
+    :data:`MAX_FOV_DEG` (:data:`ANGLE_LINEAR_MODELS`). ``distortion_model`` is the sensor_msgs name.
+    The Intrinsics constructor stays permissive (resizing and tests build unusual ones); call this
+    where intrinsics come from outside (camera_info, calibration files).
+    """
+    for name, f in (("fx", k.fx), ("fy", k.fy)):
+        if not (math.isfinite(f) and f > 0):
+            raise CameraModelError(f"implausible intrinsics: {name} = {f} must be a finite positive focal length")
+    for name, c, size in (("cx", k.cx, k.width), ("cy", k.cy, k.height)):
+        if not -0.5 <= c <= size - 0.5:
+            raise CameraModelError(
+                f"implausible intrinsics: principal point {name} = {c:g} is outside the {k.width}x{k.height} image")
+    widest = MAX_FOV_DEG if distortion_model in ANGLE_LINEAR_MODELS else MAX_PINHOLE_FOV_DEG
+    for axis, fov in zip(("horizontal", "vertical"), field_of_view_deg(k, distortion_model), strict=True):
+        if not MIN_FOV_DEG <= fov <= widest:
+            raise CameraModelError(
+                f"implausible intrinsics: {axis} field of view {fov:.4g} deg (fx={k.fx:g}, fy={k.fy:g} on "
+                f"{k.width}x{k.height}) is outside {MIN_FOV_DEG:g}..{widest:g} deg")
+
+
 def pixel_grid(height: int, width: int) -> NDArray[np.float32]:
     """Pixel coordinates (H, W, 2) float32 holding (u, v) per pixel."""
     v, u = np.mgrid[0:height, 0:width].astype(np.float32)

@@ -46,6 +46,15 @@ def session_options(num_threads: int = 0) -> Any:
     return options
 
 
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+
+
+def gpu_providers() -> list[str]:
+    """ONNX Runtime's GPU execution providers installed here, best first (of :data:`GPU_PROVIDERS`)."""
+    available = set(require("onnxruntime", "the ONNX Runtime backend").get_available_providers())
+    return [p for p in GPU_PROVIDERS if p in available]
+
+
 class OnnxRuntimeEngine(EngineBase):
     """An ONNX model in an ``onnxruntime.InferenceSession`` (created once, reused every frame)."""
 
@@ -58,11 +67,12 @@ class OnnxRuntimeEngine(EngineBase):
             providers: list[Any] = ["CPUExecutionProvider"]
             self._device_index = 0
         else:
-            if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise BackendUnavailableError("onnxruntime has no CUDAExecutionProvider here (install "
-                                              "onnxruntime-gpu for ONNX Runtime on CUDA)")
+            gpu = gpu_providers()
+            if not gpu:
+                raise BackendUnavailableError("onnxruntime has no TensorRT or CUDA execution provider here "
+                                              "(install onnxruntime-gpu for ONNX Runtime on CUDA)")
             self._device_index = int(device.partition(":")[2] or 0)
-            providers = [("CUDAExecutionProvider", {"device_id": self._device_index}), "CPUExecutionProvider"]
+            providers = [(p, {"device_id": self._device_index}) for p in gpu] + ["CPUExecutionProvider"]
         # Always fp32: the ONNX graph's own precision.
         super().__init__(spec, height, width, "cpu" if device == "cpu" else f"cuda:{self._device_index}", "fp32")
         options = session_options(num_threads)

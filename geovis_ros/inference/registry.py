@@ -3,17 +3,16 @@
 ``MODEL_SPECS`` lists one :class:`geovis_ros.inference.engine.ModelSpec` per shipped network:
 named inputs/outputs (symbolic ``batch``/``height``/``width`` axes), a builder that loads the
 shipped weights, the spatial multiple, the parity tolerances and a golden-input generator.
-``MODEL_INFO`` adds the trained size, ONNX opset and, for depth, the output contract.
-
-:class:`DepthModelContract` describes any depth ONNX model (shipped or the user's own, e.g. an
-exported Depth Anything) so the pipeline knows how to feed it and what its output means.
+``MODEL_INFO`` adds the trained size and ONNX opset. How to feed a network and read its outputs
+(shipped or a user's export) is its model card (``geovis_ros.models.cards``).
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
@@ -21,74 +20,15 @@ from torch import nn
 
 from geovis_ros.errors import GeovisError
 from geovis_ros.inference.engine import ModelSpec, TensorSpec
-from geovis_ros.models.blocks import IMAGE_MEAN, IMAGE_STD
+from geovis_ros.models.cards import CardError
 from geovis_ros.models.checkpoint import WEIGHTS_DIR, CheckpointError, load_weights_into
-from geovis_ros.models.depth import CANONICAL_FX, DEPTH_MULTIPLE, DepthNet
+from geovis_ros.models.depth import DEPTH_MULTIPLE, DepthNet
 from geovis_ros.models.flow import FLOW_MULTIPLE, FlowRefineNet
 from geovis_ros.models.pose import POSE_MULTIPLE, PoseNet
-
-DEPTH_OUTPUT_KINDS = ("metric_depth", "relative_inverse_depth", "disparity")
 
 
 class RegistryError(GeovisError, KeyError):
     """An unknown model name or an invalid model description."""
-
-
-@dataclass(frozen=True)
-class DepthModelContract:
-    """How to feed a depth ONNX model and how to read its output.
-
-    Attributes:
-        input_name: the image input, (1, 3, H, W) float32, RGB, NCHW.
-        mean, std: per-channel normalisation applied to ``rgb / 255``.
-        multiple: H and W must be multiples of this.
-        output_name: the depth-like output, (1, 1, H, W) or (1, H, W) float32.
-        output_kind: ``metric_depth`` (metres), ``relative_inverse_depth`` (affine-invariant,
-            larger = closer, unknown scale and shift) or ``disparity`` (pixels, for a stereo
-            baseline ``baseline_m``: depth = fx * baseline_m / disparity).
-        canonical_fx: for intrinsics-aware metric models: depth is scaled by fx / canonical_fx
-            (fx in pixels at the network input size); None means no focal scaling.
-        log_var_name: optional output with the log variance of ln(depth).
-        baseline_m: stereo baseline for ``disparity`` models.
-
-    """
-
-    input_name: str = "image"
-    mean: tuple[float, float, float] = IMAGE_MEAN
-    std: tuple[float, float, float] = IMAGE_STD
-    multiple: int = DEPTH_MULTIPLE
-    output_name: str = "depth"
-    output_kind: str = "metric_depth"
-    canonical_fx: float | None = CANONICAL_FX
-    log_var_name: str | None = "log_var"
-    baseline_m: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.output_kind not in DEPTH_OUTPUT_KINDS:
-            raise RegistryError(f"output_kind must be one of {DEPTH_OUTPUT_KINDS}, got {self.output_kind!r}")
-        if self.output_kind == "disparity" and not (self.baseline_m and self.baseline_m > 0):
-            raise RegistryError("a disparity model needs a positive baseline_m")
-        if self.multiple <= 0:
-            raise RegistryError(f"multiple must be positive, got {self.multiple}")
-
-    @property
-    def is_metric(self) -> bool:
-        """True when the output converts to metres without scale recovery (metric depth, stereo disparity)."""
-        return self.output_kind != "relative_inverse_depth"
-
-    def to_depth(self, output: NDArray[np.floating], fx: float) -> NDArray[np.float32]:
-        """Depth-like output (any shape) -> depth: metres if :attr:`is_metric`, else relative depth.
-
-        ``fx`` is the focal length in pixels at the network input size. Relative inverse depth
-        becomes 1 / output (depth up to an unknown scale; non-positive values -> NaN).
-        """
-        out = np.asarray(output, dtype=np.float32)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            if self.output_kind == "metric_depth":
-                canonical = self.canonical_fx
-                return out * np.float32(fx / canonical) if canonical else out
-            numerator = fx * (self.baseline_m or 0.0) if self.output_kind == "disparity" else 1.0
-            return np.where(out > 0, np.float32(numerator) / out, np.nan).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -98,13 +38,11 @@ class ModelInfo:
     Attributes:
         default_size: (width, height) the network was trained at and runs best at.
         opset: ONNX opset to export with (GridSample in the flow network needs >= 16).
-        depth_contract: for depth networks, how to feed them and read the output.
 
     """
 
     default_size: tuple[int, int]
     opset: int = 17
-    depth_contract: DepthModelContract | None = None
 
 
 def load_shipped(name: str, model: nn.Module, required: bool = False) -> nn.Module:
@@ -189,7 +127,7 @@ MODEL_SPECS: list[ModelSpec] = [
 ]
 
 MODEL_INFO: dict[str, ModelInfo] = {
-    "depth": ModelInfo(default_size=(192, 144), depth_contract=DepthModelContract()),
+    "depth": ModelInfo(default_size=(192, 144)),
     "flow": ModelInfo(default_size=(320, 240)),
     "pose": ModelInfo(default_size=(128, 96)),
 }
@@ -201,6 +139,32 @@ def get_spec(name: str) -> ModelSpec:
         if spec.name == name:
             return spec
     raise RegistryError(f"unknown model {name!r}; known models: {[s.name for s in MODEL_SPECS]}")
+
+
+def spec_for_file(name: str, model_path: str = "") -> ModelSpec:
+    """The shipped network ``name``'s spec, pointed at a user's file (``model_path``).
+
+    "" = the shipped weights, ``.safetensors`` = weights for the shipped architecture, ``.onnx`` =
+    an ONNX with the same input/output names.
+
+    Raises FileNotFoundError for a missing file and CardError for another suffix.
+    """
+    spec = get_spec(name)
+    if not model_path:
+        return spec
+    path = Path(model_path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"model_{name}: no such file {path}")
+    if path.suffix == ".onnx":
+        return replace(spec, onnx_path=path, build_module=None)
+    if path.suffix == ".safetensors":
+        def build() -> nn.Module:
+            module = build_model(name, pretrained=False)
+            load_weights_into(module, path)
+            return module.eval()
+
+        return replace(spec, build_module=build)
+    raise CardError(f"model_{name}: expected a .onnx or .safetensors file, got {path.name}")
 
 
 def build_model(name: str, pretrained: bool = True) -> nn.Module:

@@ -1,8 +1,12 @@
 """Backend selection: what can run here, in which order, and the factory that creates an Engine.
 
-``backend="auto"`` tries tensorrt (CUDA) > torch (CUDA) > onnxruntime (CPU) > torch (CPU), skipping
-what is not importable or usable, and logs the choice together with the reason for every skipped
-option. An explicit backend is tried first; with ``allow_fallback`` the auto order follows it.
+``backend="auto"`` tries tensorrt (CUDA) > torch (CUDA) > onnxruntime (CUDA: its TensorRT and CUDA
+execution providers, where installed) > onnxruntime (CPU) > torch (CPU), skipping what is not
+importable or usable, and logs the choice together with the reason for every skipped option. An
+explicit backend is tried first; with ``allow_fallback`` the auto order follows it. A backend that
+fails to build or load (any exception: TensorRT raises AttributeError/TypeError/RuntimeError too)
+falls back once to the next option; the caller can keep the failures (``failed``) so that the
+failed option is never tried again for that model.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 
 from geovis_ros.inference.devices import cuda_unavailable_reason, physical_cpu_cores
@@ -38,8 +42,9 @@ class BackendOption:
         return f"{self.backend}-{self.device}"
 
 
-AUTO_ORDER = (BackendOption("tensorrt", "cuda"), BackendOption("torch", "cuda"),
+AUTO_ORDER = (BackendOption("tensorrt", "cuda"), BackendOption("torch", "cuda"), BackendOption("onnxruntime", "cuda"),
               BackendOption("onnxruntime", "cpu"), BackendOption("torch", "cpu"))
+
 
 
 def _import_reason(module_name: str) -> str | None:
@@ -61,11 +66,12 @@ def option_unavailable_reason(option: BackendOption, spec: ModelSpec | None = No
         return cuda_unavailable_reason() if option.device == "cuda" else _import_reason("torch")
     reason = _import_reason("onnxruntime")
     if reason is None and option.device == "cuda":
-        import onnxruntime
+        from geovis_ros.inference.onnxruntime_backend import gpu_providers
 
-        if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
-            reason = "onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)"
+        if not gpu_providers():
+            reason = "onnxruntime has no TensorRT or CUDA execution provider (install onnxruntime-gpu)"
     return reason
+
 
 
 Availability = Callable[[BackendOption, ModelSpec | None], str | None]
@@ -151,28 +157,38 @@ def reference_engine(spec: ModelSpec, onnx_bytes: bytes, height: int, width: int
 
 def create_engine(spec: ModelSpec, height: int, width: int, config: EngineConfig, *,
                   availability: Availability = option_unavailable_reason,
-                  toolkit_factory: ToolkitFactory | None = None) -> Engine:
+                  toolkit_factory: ToolkitFactory | None = None,
+                  failed: MutableMapping[str, str] | None = None) -> Engine:
     """An Engine for ``spec`` at a ``height`` x ``width`` network input, chosen as ``config`` says.
 
-    ``availability`` and ``toolkit_factory`` (device -> TensorRT toolkit) are injection points for
-    tests. Raises BackendUnavailableError listing every option's reason when nothing can run, or the
-    first failure (e.g. EngineValidationError) when ``allow_fallback`` is off.
+    ``failed``: option label (e.g. ``tensorrt-cuda``) -> why it failed before; those options are
+    skipped, and every new failure is added (so a caller creating engines for several sizes never
+    retries a failed build). ``availability`` and ``toolkit_factory`` (device -> TensorRT toolkit)
+    are injection points for tests. Raises BackendUnavailableError listing every option's reason
+    when nothing can run, or the first failure (as InferenceError) when ``allow_fallback`` is off.
     """
+    failed = {} if failed is None else failed
     if height % spec.spatial_multiple or width % spec.spatial_multiple:
         raise ValueError(f"{spec.name} needs a network size that is a multiple of {spec.spatial_multiple}, "
                          f"got {width}x{height} (see preprocess.resize_and_pad)")
     reasons: list[str] = []
     for option, unavailable in backend_order(config, spec, availability):
+        unavailable = unavailable or failed.get(option.label)
         if unavailable is not None:
             reasons.append(f"{option.label}: {unavailable}")
             continue
         try:
             engine = _create(option, spec, height, width, config, toolkit_factory)
-        except InferenceError as err:
+        except Exception as err:  # noqa: BLE001 - any build/load failure falls back (TensorRT raises many types)
+            reason = str(err) if isinstance(err, InferenceError) else f"{type(err).__name__}: {err}"
+            failed[option.label] = reason
             if not config.allow_fallback:
-                raise
-            LOG.warning("%s: %s failed, trying the next backend: %s", spec.name, option.label, err)
-            reasons.append(f"{option.label}: {err}")
+                if isinstance(err, InferenceError):
+                    raise
+                raise InferenceError(f"{spec.name}: {option.label} failed: {reason}") from err
+            LOG.warning("%s: %s failed, trying the next backend (never retried for this model): %s", spec.name,
+                        option.label, reason)
+            reasons.append(f"{option.label}: {reason}")
             continue
         LOG.info("%s %dx%d: using %s (%s, %s)%s", spec.name, width, height, option.label, engine.device,
                  engine.precision, "; skipped " + "; ".join(reasons) if reasons else "")

@@ -1,6 +1,12 @@
-"""TensorRT 10 backend: build, cache, validate, and run engines on the caller's CUDA stream.
+"""TensorRT 10 and 11 backend: build, cache, validate, and run engines on the caller's CUDA stream.
 
-Build: ONNX parser, static optimisation profile, FP32/FP16 (INT8 from a calibration cache).
+Build: ONNX parser, static optimisation profile. The API is feature-detected, not version-parsed:
+TensorRT 10 (``trt.BuilderFlag.FP16`` exists) builds weakly typed networks with precision flags
+(FP32/FP16; INT8 from a calibration cache through ``IInt8EntropyCalibrator2``). TensorRT 11 has
+removed those flags and the calibrator classes and builds strongly typed networks only: the
+precision is the ONNX graph's own, so fp16 converts the ONNX to mixed precision first
+(ONNX Runtime's float16 converter, inputs/outputs kept fp32; the cache key hashes the converted model) and
+int8 needs an ONNX with explicit Q/DQ nodes (quantised with NVIDIA ModelOpt), else it is refused.
 Run: ``execute_async_v3`` on the caller's torch CUDA stream with pre-allocated device buffers.
 
 ``tensorrt`` is imported only by :class:`TensorRTRuntime`. Everything around it (cache keys, locking,
@@ -13,6 +19,7 @@ kernels for the camera's fixed resolution; another size is another cache key.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from collections.abc import Callable, Mapping
@@ -57,11 +64,16 @@ class BuildRequest:
 
 
 class TensorRTToolkit(Protocol):
-    """The TensorRT operations the cache logic needs (real: :class:`TensorRTRuntime`)."""
+    """The TensorRT operations the cache logic needs (real: :class:`TensorRTRuntime`).
+
+    ``strongly_typed``: the toolkit builds strongly typed networks only (TensorRT 11): precision
+    comes from the ONNX graph, which :func:`load_or_build_engine` converts beforehand.
+    """
 
     version: str
     gpu_name: str
     compute_capability: str
+    strongly_typed: bool
 
     def build(self, request: BuildRequest, timing_cache: bytes | None) -> BuildOutput:
         """Build a serialized engine; returns it with the updated timing cache."""
@@ -72,14 +84,101 @@ class TensorRTToolkit(Protocol):
         ...
 
 
-def builder_flags(config: EngineConfig) -> tuple[str, ...]:
-    """Builder settings that change the engine, as key components (precision is keyed separately)."""
+def builder_flags(config: EngineConfig, strongly_typed: bool = False) -> tuple[str, ...]:
+    """Builder settings that change the engine, as key components (precision is keyed separately).
+
+    Strongly typed builds (TensorRT 11) take their precision from the (converted) ONNX, whose hash
+    is keyed; weakly typed INT8 keys its calibration cache.
+    """
     flags = [f"workspace_mib={config.workspace_mib}", "profile=static"]
+    if strongly_typed:
+        flags.append("typing=strong")
     if config.precision == "fp32":
         flags.append("tf32=off")  # fp32 means fp32: TensorRT would otherwise use TF32 (10-bit mantissa) on Ampere+
-    if config.precision == "int8":
+    if config.precision == "int8" and not strongly_typed:
         flags.append(f"int8_calibration_sha256={_calibration_digest(config.int8_calibration_cache)}")
     return tuple(flags)
+
+
+QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
+
+
+@functools.lru_cache(maxsize=4)
+def fp16_onnx(onnx_bytes: bytes) -> bytes:
+    """The ONNX model in fp16 inside, inputs and outputs kept float32, for a strongly typed build.
+
+    ONNX Runtime's float16 converter (``onnxruntime.transformers.float16``, installed with
+    onnxruntime): onnxconverter-common 1.16's converter, which it derives from, leaves exported
+    ``Cast(to=float)`` nodes and some graph-input casts mistyped (measured on the shipped flow
+    network and on a transformers Depth Anything export). Shape-inference annotations are dropped
+    first (stale fp32 ``value_info`` mistypes the inserted casts), the nodes are re-sorted
+    topologically (the converter appends the input casts, TensorRT's parser reads in order) and
+    the result is checked with ``onnx.checker`` (full check). Deterministic: same bytes in, same out.
+    Raises InferenceError when the conversion gives an invalid model.
+    """
+    onnx = require("onnx", "fp16 for a strongly typed TensorRT build")
+    float16 = require("onnxruntime.transformers.float16", "fp16 for a strongly typed TensorRT build (TensorRT 11)")
+    model = onnx.load_from_string(onnx_bytes)
+    del model.graph.value_info[:]
+    converted = float16.convert_float_to_float16(model, keep_io_types=True)
+    _sort_topologically(converted.graph)
+    try:
+        onnx.checker.check_model(converted, full_check=True)
+    except Exception as err:  # ValidationError, InferenceError
+        raise InferenceError(f"the fp16 conversion of the ONNX model is invalid ({err}); use precision fp32 with "
+                             "TensorRT 11, or convert the model with NVIDIA ModelOpt AutoCast") from err
+    return bytes(converted.SerializeToString())
+
+
+def _sort_topologically(graph: Any) -> None:
+    """Reorder ``graph.node`` so every node comes after the producers of its inputs (Kahn's algorithm)."""
+    available = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    producers = {out: index for index, node in enumerate(graph.node) for out in node.output}
+    waiting = [sum(1 for i in set(node.input) if i not in available and i in producers) for node in graph.node]
+    consumers: dict[int, list[int]] = {}
+    for index, node in enumerate(graph.node):
+        for i in set(node.input):
+            if i not in available and i in producers:
+                consumers.setdefault(producers[i], []).append(index)
+    ready = [index for index, count in enumerate(waiting) if count == 0]
+    order: list[int] = []
+    while ready:
+        index = ready.pop(0)
+        order.append(index)
+        for consumer in consumers.get(index, []):
+            waiting[consumer] -= 1
+            if waiting[consumer] == 0:
+                ready.append(consumer)
+    if len(order) != len(graph.node):
+        raise InferenceError("the ONNX graph has a cycle or an input no node produces")
+    nodes = [graph.node[index] for index in order]
+    del graph.node[:]
+    graph.node.extend(nodes)
+
+
+def has_qdq(onnx_bytes: bytes) -> bool:
+    """Whether the ONNX graph (subgraphs not searched) has explicit QuantizeLinear/DequantizeLinear nodes."""
+    onnx = require("onnx", "checking an ONNX model for Q/DQ nodes")
+    return any(node.op_type in QDQ_OPS for node in onnx.load_from_string(onnx_bytes).graph.node)
+
+
+def typed_onnx(onnx_bytes: bytes, precision: str, toolkit: TensorRTToolkit) -> bytes:
+    """The ONNX ``toolkit`` builds for ``precision``.
+
+    As is for weakly typed toolkits and fp32; fp16-converted (:func:`fp16_onnx`) on a strongly typed
+    one; int8 there needs a model with Q/DQ nodes, else InferenceError naming NVIDIA ModelOpt.
+    """
+    if not toolkit.strongly_typed or precision == "fp32":
+        return onnx_bytes
+    if precision == "fp16":
+        return fp16_onnx(onnx_bytes)
+    if not has_qdq(onnx_bytes):
+        raise InferenceError(
+            f"TensorRT {toolkit.version} builds strongly typed networks only: INT8 needs an ONNX model with explicit "
+            "Q/DQ (QuantizeLinear/DequantizeLinear) nodes. Quantise it with NVIDIA ModelOpt (pip install "
+            "nvidia-modelopt; python -m modelopt.onnx.quantization --quantize_mode int8 --onnx_path MODEL.onnx "
+            "--calibration_data FRAMES.npy) and point the model parameter at the result, or use fp16")
+    return onnx_bytes
 
 
 def _calibration_digest(path: Path | None) -> str:
@@ -91,16 +190,20 @@ def _calibration_digest(path: Path | None) -> str:
 
 def engine_cache_key(spec: ModelSpec, onnx_bytes: bytes, height: int, width: int, config: EngineConfig,
                      toolkit: TensorRTToolkit) -> EngineCacheKey:
-    """The cache key of ``spec`` at ``height`` x ``width`` built by ``toolkit`` with ``config``."""
+    """The cache key of ``spec`` at ``height`` x ``width`` built by ``toolkit`` with ``config``.
+
+    The model hash is of the ONNX the toolkit builds (:func:`typed_onnx`: fp16-converted on a
+    strongly typed toolkit).
+    """
     return EngineCacheKey(
         model=spec.name,
-        onnx_sha256=hashlib.sha256(onnx_bytes).hexdigest(),
+        onnx_sha256=hashlib.sha256(typed_onnx(onnx_bytes, config.precision, toolkit)).hexdigest(),
         tensorrt_version=toolkit.version,
         gpu_name=toolkit.gpu_name,
         compute_capability=toolkit.compute_capability,
         precision=config.precision,
         input_shapes=tuple(spec.input_shapes(height, width).items()),
-        builder_flags=builder_flags(config),
+        builder_flags=builder_flags(config, toolkit.strongly_typed),
     )
 
 
@@ -113,12 +216,13 @@ def load_or_build_engine(spec: ModelSpec, onnx_bytes: bytes, height: int, width:
     relative errors are stored with the engine. An engine whose error exceeds
     ``spec.tolerance(precision)`` raises EngineValidationError, now and on every later start (from
     the stored report, without rebuilding; delete the file or use ``build-engines --force`` to
-    retry). A cached engine TensorRT cannot deserialize is removed and rebuilt once.
+    retry). A cached engine TensorRT cannot deserialize is removed and rebuilt once. A strongly
+    typed toolkit builds :func:`typed_onnx` (fp16: the converted model, keyed by its hash).
     """
     key = engine_cache_key(spec, onnx_bytes, height, width, config, toolkit)
     cache = EngineCache(config.engine_cache_dir, config.lock_timeout_s)
-    request = BuildRequest(onnx_bytes, spec.input_shapes(height, width), config.precision, config.workspace_mib,
-                           config.int8_calibration_cache)
+    request = BuildRequest(typed_onnx(onnx_bytes, config.precision, toolkit), spec.input_shapes(height, width),
+                           config.precision, config.workspace_mib, config.int8_calibration_cache)
     golden = spec.make_inputs(height, width, seed=GOLDEN_SEED)
     fresh: dict[str, Engine] = {}
 
@@ -168,8 +272,61 @@ def _raise_if_rejected(spec: ModelSpec, key: EngineCacheKey, metadata: Mapping[s
             f"with the {report.get('reference')} reference beyond the tolerance {tolerance:g}: {detail} {when}")
 
 
+def is_strongly_typed_only(trt: Any) -> bool:
+    """Whether this TensorRT builds strongly typed networks only (11.x: ``BuilderFlag.FP16`` is gone)."""
+    return not hasattr(trt.BuilderFlag, "FP16")
+
+
+def build_serialized_engine(trt: Any, logger: Any, request: BuildRequest, timing_cache: bytes | None) -> BuildOutput:
+    """Parse ``request.onnx_bytes`` and build a serialized engine with the ``trt`` module's API (no CUDA calls here).
+
+    TensorRT 10 (weakly typed): precision flags FP16 (and INT8 with a cache-only calibrator); TF32
+    cleared for fp32. TensorRT 11 (:func:`is_strongly_typed_only`): a ``STRONGLY_TYPED`` network,
+    no precision flags; the ONNX already carries the precision (:func:`typed_onnx`).
+    """
+    strongly_typed = is_strongly_typed_only(trt)
+    builder = trt.Builder(logger)
+    # explicit batch is the only mode since TensorRT 10; 11 builds strongly typed networks only
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(request.onnx_bytes):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise InferenceError(f"TensorRT could not parse the ONNX model: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, request.workspace_mib << 20)
+    if request.precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
+        config.clear_flag(trt.BuilderFlag.TF32)
+    calibrator = None  # kept referenced here until the build is done
+    if not strongly_typed and request.precision in ("fp16", "int8"):
+        config.set_flag(trt.BuilderFlag.FP16)  # int8: layers without int8 kernels fall back to fp16
+        if request.precision == "int8":
+            config.set_flag(trt.BuilderFlag.INT8)
+            calibrator = _cache_only_calibrator(trt, request.int8_calibration_cache)
+            config.int8_calibrator = calibrator
+    profile = builder.create_optimization_profile()
+    for index in range(network.num_inputs):
+        name = network.get_input(index).name
+        shape = request.input_shapes[name]
+        profile.set_shape(name, shape, shape, shape)
+    config.add_optimization_profile(profile)
+    config.set_timing_cache(_timing_cache(config, timing_cache), False)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise InferenceError("TensorRT failed to build the engine (see the TensorRT errors logged above)")
+    return BuildOutput(bytes(serialized), bytes(config.get_timing_cache().serialize()))
+
+
+def _timing_cache(config: Any, serialized: bytes | None) -> Any:
+    try:
+        return config.create_timing_cache(serialized or b"")
+    except Exception as err:  # TensorRT raises a plain RuntimeError/TypeError on a bad blob
+        LOG.warning("TensorRT rejected the stored timing cache (%s); starting from an empty one", err)
+        return config.create_timing_cache(b"")
+
+
 class TensorRTRuntime:
-    """The real :class:`TensorRTToolkit` (TensorRT 10 Python API) on one CUDA device."""
+    """The real :class:`TensorRTToolkit` (TensorRT 10 or 11 Python API) on one CUDA device."""
 
     def __init__(self, device: str = "cuda") -> None:
         from geovis_ros.inference.devices import cuda_unavailable_reason
@@ -183,52 +340,18 @@ class TensorRTRuntime:
         self._device = torch.device(device if ":" in device else f"cuda:{torch.cuda.current_device()}")
         props = torch.cuda.get_device_properties(self._device)
         self.version = str(self._trt.__version__)
+        self.strongly_typed = is_strongly_typed_only(self._trt)
         self.gpu_name = str(props.name)
         self.compute_capability = f"{props.major}.{props.minor}"
         self._logger = _python_logger(self._trt)
         self._runtime = self._trt.Runtime(self._logger)
 
     def build(self, request: BuildRequest, timing_cache: bytes | None) -> BuildOutput:
-        """Parse the ONNX, configure precision/workspace/profile/timing cache, build the serialized engine."""
+        """:func:`build_serialized_engine` on this toolkit's CUDA device."""
         import torch
 
-        trt = self._trt
         with torch.cuda.device(self._device):
-            builder = trt.Builder(self._logger)
-            network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
-            parser = trt.OnnxParser(network, self._logger)
-            if not parser.parse(request.onnx_bytes):
-                errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-                raise InferenceError(f"TensorRT could not parse the ONNX model: {errors}")
-            config = builder.create_builder_config()
-            config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, request.workspace_mib << 20)
-            if request.precision == "fp32":
-                config.clear_flag(trt.BuilderFlag.TF32)
-            if request.precision in ("fp16", "int8"):
-                config.set_flag(trt.BuilderFlag.FP16)  # int8: layers without int8 kernels fall back to fp16
-            calibrator = None  # kept referenced here until the build is done
-            if request.precision == "int8":
-                config.set_flag(trt.BuilderFlag.INT8)
-                calibrator = _cache_only_calibrator(trt, request.int8_calibration_cache)
-                config.int8_calibrator = calibrator
-            profile = builder.create_optimization_profile()
-            for index in range(network.num_inputs):
-                name = network.get_input(index).name
-                shape = request.input_shapes[name]
-                profile.set_shape(name, shape, shape, shape)
-            config.add_optimization_profile(profile)
-            config.set_timing_cache(self._timing_cache(config, timing_cache), False)
-            serialized = builder.build_serialized_network(network, config)
-            if serialized is None:
-                raise InferenceError("TensorRT failed to build the engine (see the TensorRT errors logged above)")
-            return BuildOutput(bytes(serialized), bytes(config.get_timing_cache().serialize()))
-
-    def _timing_cache(self, config: Any, serialized: bytes | None) -> Any:
-        try:
-            return config.create_timing_cache(serialized or b"")
-        except Exception as err:  # TensorRT raises a plain RuntimeError/TypeError on a bad blob
-            LOG.warning("TensorRT rejected the stored timing cache (%s); starting from an empty one", err)
-            return config.create_timing_cache(b"")
+            return build_serialized_engine(self._trt, self._logger, request, timing_cache)
 
     def load(self, engine_bytes: bytes, spec: ModelSpec, height: int, width: int, precision: str) -> Engine:
         """Deserialize ``engine_bytes`` into a :class:`TensorRTEngine`."""

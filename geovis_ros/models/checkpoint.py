@@ -1,6 +1,9 @@
 """Safe persistence of network weights and training state: nothing here unpickles arbitrary objects.
 
-- Shipped and exported weights: safetensors (flat name -> tensor, plus str -> str metadata).
+- Shipped and exported weights: safetensors (flat name -> tensor, plus str -> str metadata). The
+  header's declared length is checked against a bound and the file size before anything else is
+  read, and weights are loaded into a model only when every tensor has the name, shape and dtype
+  the model expects and holds finite values (an int8, float16 or NaN-filled file is refused).
 - Training checkpoints (model + optimiser + step + RNG states): ``torch.save`` of plain
   containers of tensors and numbers, loaded back ONLY with ``torch.load(weights_only=True)``,
   which refuses any pickled object that is not a tensor or a plain container. A file that would
@@ -9,8 +12,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
+import struct
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,6 +29,9 @@ from torch import nn
 from geovis_ros.errors import GeovisError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+MAX_SAFETENSORS_HEADER_BYTES = 8 << 20
+"""Bound on a safetensors header (JSON: names, dtypes, shapes, offsets; about 100 bytes a tensor)."""
+_SAFETENSORS_LENGTH = struct.Struct("<Q")
 
 
 class CheckpointError(GeovisError, RuntimeError):
@@ -51,11 +59,46 @@ def save_weights(model: nn.Module, path: str | Path, metadata: Mapping[str, str]
     return path
 
 
-def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """(state dict on CPU, metadata) from a safetensors file; raises :class:`CheckpointError`."""
+def read_safetensors_header(path: str | Path) -> dict[str, Any]:
+    """The JSON header of a safetensors file, read only after its declared length passed the checks.
+
+    Raises :class:`CheckpointError` when the file is missing, shorter than its declared header,
+    declares a header over :data:`MAX_SAFETENSORS_HEADER_BYTES`, or the header is not a JSON object.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"weights file not found: {path}")
+    try:
+        with path.open("rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            prefix = handle.read(_SAFETENSORS_LENGTH.size)
+            if len(prefix) < _SAFETENSORS_LENGTH.size:
+                raise CheckpointError(f"{path} is not a valid safetensors file: {size} bytes, too short")
+            (length,) = _SAFETENSORS_LENGTH.unpack(prefix)
+            if length > MAX_SAFETENSORS_HEADER_BYTES:
+                raise CheckpointError(f"{path} is not a valid safetensors file: its header declares {length} bytes, "
+                                      f"over the bound of {MAX_SAFETENSORS_HEADER_BYTES}; refused before reading it")
+            if _SAFETENSORS_LENGTH.size + length > size:
+                raise CheckpointError(f"{path} is not a valid safetensors file: its header declares {length} bytes, "
+                                      f"the file has {size} (truncated?)")
+            header = json.loads(handle.read(length))
+    except OSError as err:
+        raise CheckpointError(f"{path} could not be read: {err}") from err
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path} is not a valid safetensors file: unreadable header ({err})") from err
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path} is not a valid safetensors file: its header is a {type(header).__name__}")
+    return header
+
+
+def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(state dict on CPU, metadata) from a safetensors file; raises :class:`CheckpointError`.
+
+    The header is checked first (:func:`read_safetensors_header`), so an oversized or lying one
+    is refused before the tensors are read.
+    """
+    path = Path(path)
+    read_safetensors_header(path)
     try:
         tensors = load_file(str(path), device="cpu")
         with safe_open(str(path), framework="pt") as handle:
@@ -65,9 +108,36 @@ def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
     return tensors, dict(metadata)
 
 
+def check_weights_fit(model: nn.Module, tensors: Mapping[str, torch.Tensor], source: str) -> None:
+    """Raise :class:`CheckpointError` unless ``tensors`` match ``model``'s state dict exactly.
+
+    Exactly: the same names, and per tensor the same shape and dtype (no silent conversion of
+    int8 or float16 weights), with only finite values in floating-point tensors. The message names
+    ``source`` and every offending tensor (up to five).
+    """
+    expected = model.state_dict()
+    problems = [f"missing {name!r}" for name in expected if name not in tensors]
+    problems += [f"unexpected {name!r}" for name in tensors if name not in expected]
+    for name, tensor in tensors.items():
+        want = expected.get(name)
+        if want is None:
+            continue
+        if tuple(tensor.shape) != tuple(want.shape):
+            problems.append(f"{name!r} has shape {tuple(tensor.shape)}, the model expects {tuple(want.shape)}")
+        elif tensor.dtype != want.dtype:
+            problems.append(f"{name!r} is {tensor.dtype}, the model expects {want.dtype}")
+        elif tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            problems.append(f"{name!r} holds {bad} non-finite value(s) of {tensor.numel()}")
+    if problems:
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise CheckpointError(f"{source} does not fit {type(model).__name__}: {'; '.join(problems[:5])}{more}")
+
+
 def load_weights_into(model: nn.Module, path: str | Path) -> dict[str, str]:
-    """Load a safetensors file into ``model`` (strict: names and shapes must match); returns metadata."""
+    """Load a safetensors file into ``model`` (:func:`check_weights_fit` first); returns metadata."""
     tensors, metadata = load_weights(path)
+    check_weights_fit(model, tensors, str(path))
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as err:

@@ -12,10 +12,10 @@ from geovis_ros.nodes.stage_node import COMMON_PARAMETERS, StageNode
 
 
 class DepthNode(StageNode):
-    """Publishes depth, depth/camera_info, depth/uncertainty, depth/colored and points."""
+    """Publishes depth/image, depth/camera_info, depth/uncertainty, depth/colored and points."""
 
-    PARAMETERS = [*COMMON_PARAMETERS, "model_depth", "publish_depth", "publish_points", "publish_colored",
-                  "points_stride"]
+    PARAMETERS = [*COMMON_PARAMETERS, "model_depth", "model_depth_card", "publish_depth", "publish_points",
+                  "publish_colored", "points_stride", "points_confidence"]
     STAGES = ("depth",)
     OUTPUTS = ("depth", "points")
 

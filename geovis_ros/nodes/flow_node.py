@@ -12,9 +12,9 @@ from geovis_ros.nodes.stage_node import COMMON_PARAMETERS, StageNode
 
 
 class FlowNode(StageNode):
-    """Publishes flow (32FC2, pixels) and flow/colored; nothing for the first frame of a stream."""
+    """Publishes flow/image (32FC2, pixels) and flow/colored; nothing for the first frame of a stream."""
 
-    PARAMETERS = [*COMMON_PARAMETERS, "model_flow", "publish_flow", "publish_colored"]
+    PARAMETERS = [*COMMON_PARAMETERS, "model_flow", "model_flow_card", "publish_flow", "publish_colored"]
     STAGES = ("flow",)
     OUTPUTS = ("flow",)
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 from typing import Any
 
 from geovis_ros.nodes.base import run_node
-from geovis_ros.nodes.stage_node import COMMON_PARAMETERS, ODOMETRY_PARAMETERS, StageNode
+from geovis_ros.nodes.stage_node import COMMON_PARAMETERS, MAP_PARAMETERS, ODOMETRY_PARAMETERS, StageNode
 
 
 class MappingNode(StageNode):
-    """Publishes map (latched, at most map_rate Hz) and keyframes (MarkerArray)."""
+    """Publishes map and keyframes (latched, at most map_rate Hz, in map_frame) and TF map -> odom."""
 
-    PARAMETERS = [*COMMON_PARAMETERS, *ODOMETRY_PARAMETERS, "map_rate", "map_voxel_size", "map_max_points"]
+    PARAMETERS = [*COMMON_PARAMETERS, *ODOMETRY_PARAMETERS, *MAP_PARAMETERS]
     STAGES = ("depth", "odometry", "mapping")
     OUTPUTS = ("map",)
 

@@ -12,7 +12,7 @@ from geovis_ros.nodes.stage_node import COMMON_PARAMETERS, ODOMETRY_PARAMETERS, 
 
 
 class OdometryNode(StageNode):
-    """Publishes odom (with covariance), path and, where tf2_ros is installed, TF odom -> camera."""
+    """Publishes odom (child base_frame, with covariance), path and (with tf2_ros) TF odom -> base_frame."""
 
     PARAMETERS = [*COMMON_PARAMETERS, *ODOMETRY_PARAMETERS, "publish_tf"]
     STAGES = ("depth", "odometry")

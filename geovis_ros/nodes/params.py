@@ -47,6 +47,10 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("engine_cache_dir", "", "TensorRT engine cache; empty = ~/.cache/geovis_ros/engines"),
     ParamSpec("model_depth", "", "depth model (.safetensors or .onnx); empty = shipped default"),
     ParamSpec("model_flow", "", "flow model (.safetensors or .onnx); empty = shipped default"),
+    ParamSpec("model_depth_card", "", "model card of model_depth: a preset name (geovis models) or a card file; "
+              "empty = <model>.yaml beside the ONNX, else the shipped card"),
+    ParamSpec("model_flow_card", "", "model card of model_flow: a preset name (geovis models) or a card file; "
+              "empty = <model>.yaml beside the ONNX, else the shipped card"),
     ParamSpec("model_pose", "", "pose model (.safetensors or .onnx) for motion_prior pose_network; empty = shipped "
               "default"),
     ParamSpec("input_width", 320, "network input width, pixels (flow and user depth models; the shipped depth "
@@ -57,21 +61,49 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("input_qos", "sensor_data", "QoS of the image/camera_info subscriptions",
               ("sensor_data", "reliable")),
     ParamSpec("use_compressed", False, "subscribe image/compressed (jpeg/png) instead of image"),
-    ParamSpec("publish_depth", True, "publish depth, depth/camera_info and depth/uncertainty"),
-    ParamSpec("publish_flow", True, "publish flow"),
-    ParamSpec("publish_points", True, "publish the per-frame point cloud"),
-    ParamSpec("publish_colored", True, "publish depth/colored and flow/colored images for people"),
-    ParamSpec("publish_tf", True, "broadcast odom -> camera TF (when tf2_ros is installed)", read_only=False),
-    ParamSpec("odom_frame", "odom", "fixed frame of odometry, path and map"),
+    ParamSpec("max_image_pixels", 4096 * 4096, "compressed images declaring more pixels (or more than 4x the "
+              "camera_info size) are refused before decoding", min_value=1024, max_value=1 << 30),
+    ParamSpec("bag_queue_mb", 512, "bag mode: megabytes of images held for the worker; beyond it the oldest are "
+              "dropped, counted and logged", min_value=16, max_value=65536),
+    ParamSpec("publish_depth", True, "publish depth/image, depth/camera_info and depth/uncertainty",
+              read_only=False),
+    ParamSpec("publish_flow", True, "publish flow/image (off: the flow network is not loaded)"),
+    ParamSpec("publish_points", True, "publish the per-frame point cloud", read_only=False),
+    ParamSpec("publish_colored", True, "publish depth/colored and flow/colored images for people", read_only=False),
+    ParamSpec("publish_tf", True, "broadcast odom -> base_frame TF (when tf2_ros is installed)", read_only=False),
+    ParamSpec("publish_map_tf", True, "broadcast the loop-closure correction map -> odom TF (mapping nodes, when "
+              "tf2_ros is installed)", read_only=False),
+    ParamSpec("odom_frame", "odom", "REP 105 odometry frame: parent of base_frame, continuous"),
+    ParamSpec("base_frame", "base_link", "REP 105 robot body frame: child frame of odometry and of the odom TF"),
+    ParamSpec("map_frame", "map", "frame of the fused map and keyframes; map -> odom carries loop-closure "
+              "corrections"),
     ParamSpec("camera_frame", "", "camera frame id; empty = frame_id of the input image"),
+    ParamSpec("camera_extrinsic", [0.0, 0.0, 0.0, -0.5, 0.5, -0.5, 0.5], "camera (optical frame) pose in "
+              "base_frame, x y z qx qy qz qw, used when TF has no base_frame -> camera transform; default: the "
+              "REP 103 optical rotation at the base origin"),
+    ParamSpec("tf_timeout", 5.0, "seconds the first frame waits for TF base_frame -> camera before "
+              "camera_extrinsic is used", min_value=0.0, max_value=60.0),
     ParamSpec("odometry_method", "direct", "tracking: direct photometric or feature-based baseline",
               ("direct", "features")),
     ParamSpec("motion_prior", "constant_velocity", "odometry's initial guess per frame: constant velocity or the "
               "pose network", ("constant_velocity", "pose_network")),
-    ParamSpec("map_rate", 1.0, "map publishing rate, Hz", min_value=0.01, max_value=30.0),
+    ParamSpec("map_rate", 1.0, "map publishing rate, Hz", min_value=0.01, max_value=30.0, read_only=False),
     ParamSpec("map_voxel_size", 0.05, "map voxel size, metres", min_value=0.005, max_value=5.0),
     ParamSpec("map_max_points", 500000, "hard bound on map points", min_value=1000, max_value=50_000_000),
     ParamSpec("points_stride", 2, "per-frame cloud uses every Nth pixel", min_value=1, max_value=32),
+    ParamSpec("points_confidence", 1.5, "per-frame cloud keeps pixels whose relative depth std is at most this "
+              "times the frame's median (relative to the depth source; or within 10 %)", min_value=0.0,
+              max_value=100.0),
+    ParamSpec("camera_height", 0.0, "camera height above the ground, metres: metric scale from the ground plane "
+              "(0 = off; see ground_frame)", min_value=0.0, max_value=100.0),
+    ParamSpec("ground_frame", "base_footprint", "TF frame on the ground: with tf2_ros and camera_height 0, the "
+              "camera's height above it sets camera_height"),
+    ParamSpec("min_output_rate", 0.5, "/diagnostics WARN below this output rate while images arrive, Hz "
+              "(0 = not checked)", min_value=0.0, max_value=1000.0, read_only=False),
+    ParamSpec("max_delay", 2.0, "/diagnostics WARN when outputs lag their input stamp by more, seconds",
+              min_value=0.01, max_value=3600.0, read_only=False),
+    ParamSpec("lost_frames_error", 10, "/diagnostics ERROR after this many consecutive frames with tracking lost",
+              min_value=1, max_value=100000, read_only=False),
 )
 
 PARAMS_BY_NAME = {spec.name: spec for spec in PARAMS}

@@ -12,7 +12,7 @@ from geovis_ros.nodes.stage_node import StageNode
 
 
 class PipelineNode(StageNode):
-    """Publishes depth, points, flow, odometry, path, TF, map and keyframes (see the README topic table)."""
+    """Publishes depth/image, points, flow/image, odom, path, TF, map and keyframes (see the README topic table)."""
 
     PARAMETERS = None  # all of geovis_ros.nodes.params
     STAGES = ("depth", "flow", "odometry", "mapping")

@@ -37,11 +37,10 @@ from geovis_ros.ros.poses import matrix_from_odometry
 from geovis_ros.ros.qos import LATCHED_QOS, OUTPUT_QOS, input_qos
 from geovis_ros.ros.stamps import ns_from_time, time_from_ns
 
-# Simulated seconds of /clock sent after the last frame, so sim-time timers (map) fire once more.
-CLOCK_TAIL_S = 2.0
-CLOCK_TAIL_STEP_S = 0.1
 # Seconds between the first camera_info and the first image (a node drops images until it has one).
 CAMERA_INFO_LEAD_S = 1.0
+# The output whose arrival marks a frame as done, by ``done_on``.
+DONE_TOPICS = {"odom": "odom", "depth": "depth/image"}
 
 
 @dataclass
@@ -58,7 +57,8 @@ class Recording:
         odometry: stamp -> (pose (4, 4), covariance (6, 6)); odom_frames: (frame_id, child_frame_id) seen.
         path_length: poses in the last path; map: the last map; map_frame: its frame id;
         keyframe_markers: number of line points in the last keyframes MarkerArray.
-        diagnostics: the last /diagnostics key/values of the played node.
+        diagnostics: the last /diagnostics key/values of the played node; diagnostic_level /
+            diagnostic_message: that status's level (0 OK, 1 WARN, 2 ERROR, 3 STALE; -1 none yet) and message.
 
     """
 
@@ -79,6 +79,8 @@ class Recording:
     map_frame: str = ""
     keyframe_markers: int = 0
     diagnostics: dict[str, str] = field(default_factory=dict)
+    diagnostic_level: int = -1
+    diagnostic_message: str = ""
 
     def latencies_ms(self) -> NDArray[np.float64]:
         """(N,) wall-clock latency of every completed frame, milliseconds, in stamp order."""
@@ -101,7 +103,7 @@ class SequencePlayer(Node):
     def __init__(self, namespace: str = "/geovis", image_topic: str = "/camera/image_raw",
                  info_topic: str = "/camera/camera_info", frame_id: str = "camera",
                  diagnostics_name: str = "pipeline_node", done_on: str = "odom") -> None:
-        if done_on not in ("odom", "depth"):
+        if done_on not in DONE_TOPICS:
             raise ValueError(f"done_on must be 'odom' or 'depth', got {done_on!r}")
         super().__init__("geovis_sequence_player")
         self.frame_id = frame_id
@@ -113,9 +115,9 @@ class SequencePlayer(Node):
         self._info = self.create_publisher(CameraInfo, info_topic, qos)
         ns = namespace.rstrip("/")
         subscriptions: list[tuple[type, str, Callable[..., None], QoSProfile]] = [
-            (Image, "depth", self._on_depth, OUTPUT_QOS),
+            (Image, "depth/image", self._on_depth, OUTPUT_QOS),
             (CameraInfo, "depth/camera_info", self._on_depth_info, OUTPUT_QOS),
-            (Image, "flow", self._on_flow, OUTPUT_QOS),
+            (Image, "flow/image", self._on_flow, OUTPUT_QOS),
             (PointCloud2, "points", self._on_points, OUTPUT_QOS),
             (Odometry, "odom", self._on_odometry, OUTPUT_QOS),
             (Path, "path", self._on_path, OUTPUT_QOS),
@@ -128,7 +130,7 @@ class SequencePlayer(Node):
         self._image_topic = image_topic
         self._info_topic = info_topic
         self._done_on = done_on
-        self._done_topic = f"{ns}/{done_on}"
+        self._done_topic = f"{ns}/{DONE_TOPICS[done_on]}"
         self._executor = SingleThreadedExecutor()
         self._executor.add_node(self)
 
@@ -171,20 +173,11 @@ class SequencePlayer(Node):
                 progress(len(sent))
         for stamp in sent[-window:]:
             self._wait_done(stamp, frame_timeout_s)
-        if sent:
-            self._advance_clock(sent[-1])
         return len(sent)
 
     def _wait_done(self, stamp_ns: int, timeout_s: float) -> None:
         if not self.spin_until(lambda: stamp_ns in self.recording.done_s, timeout_s):
             raise TimeoutError(f"no result for the frame stamped {stamp_ns} ns within {timeout_s:.0f} s")
-
-    def _advance_clock(self, last_stamp_ns: int) -> None:
-        """Keep sim time running past the last frame so the node's timers (map, diagnostics) fire."""
-        step_ns = round(CLOCK_TAIL_STEP_S * 1e9)
-        for index in range(1, round(CLOCK_TAIL_S / CLOCK_TAIL_STEP_S) + 1):
-            self._clock_publisher.publish(Clock(clock=time_from_ns(last_stamp_ns + index * step_ns)))
-            self.spin_until(lambda: False, CLOCK_TAIL_STEP_S / 4)
 
     # -- recording --------------------------------------------------------------------------
     def _on_depth(self, msg: Image) -> None:
@@ -229,6 +222,8 @@ class SequencePlayer(Node):
         for status in msg.status:
             if status.name.endswith(self._diagnostics_name):
                 self.recording.diagnostics = {kv.key: kv.value for kv in status.values}
+                self.recording.diagnostic_level = int.from_bytes(status.level, "little")
+                self.recording.diagnostic_message = status.message
 
     def close(self) -> None:
         """Stop spinning and destroy the node."""

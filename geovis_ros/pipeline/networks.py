@@ -1,30 +1,46 @@
-"""Depth, flow and pose stages: the shipped (or user) networks behind the inference runtime.
+"""Depth, flow and pose stages: the shipped or a user's networks behind the inference runtime.
 
-Each stage owns one Engine per network input size, created on first use and kept, so a frame
-costs one resize, one ``infer`` and one resize back.
+Depth and flow networks are driven by their model card (``geovis_ros.models.cards``): the card is
+found and checked against the network when the stage is created (a mismatch is refused then, with
+one line naming the card field), and :mod:`geovis_ros.inference.card_runtime` does the pre- and
+post-processing. Engines are kept per network input size in a bounded LRU (by count and by an
+estimate of their memory); the input size snaps to a few buckets, so nearby image sizes share one.
+A backend that fails to build or load falls back once to the next one in the ``auto`` order: the
+failure is logged, kept in :meth:`_EngineStage.describe` for /diagnostics, and never retried.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 from numpy.typing import NDArray
 
 from geovis_ros.frame import DepthResult, FlowResult, Frame
-from geovis_ros.geometry.camera import Intrinsics
 from geovis_ros.geometry.se3 import invert
-from geovis_ros.inference.engine import Engine, EngineConfig, ModelSpec
-from geovis_ros.inference.registry import MODEL_INFO, build_model, get_spec
-from geovis_ros.inference.select import create_engine
+from geovis_ros.inference.card_runtime import (
+    BoundModel,
+    bind_model,
+    check_golden_outputs,
+    depth_from_outputs,
+    flow_from_outputs,
+    golden_plan,
+    model_inputs,
+    plan_input,
+)
+from geovis_ros.inference.engine import Engine, EngineConfig, InferenceError, ModelSpec
+from geovis_ros.inference.export import onnx_bytes_for
+from geovis_ros.inference.registry import MODEL_INFO, spec_for_file
+from geovis_ros.inference.select import create_engine, reference_engine
 from geovis_ros.models.blocks import module_infer
-from geovis_ros.models.checkpoint import load_weights_into
-from geovis_ros.models.depth import DEPTH_MULTIPLE, network_size_for, run_depth
-from geovis_ros.models.flow import FLOW_MULTIPLE, run_flow
+from geovis_ros.models.cards import CardError, card_for_model
+from geovis_ros.models.depth import network_size_for
 from geovis_ros.models.pose import POSE_MULTIPLE, run_pose
+
+LOG = logging.getLogger(__name__)
+ACTIVATION_FACTOR = 16  # engine memory estimate: this many times its input + output tensor bytes
 
 
 @dataclass(frozen=True)
@@ -33,102 +49,143 @@ class NetworkConfig:
 
     Attributes:
         engine: backend, device, precision and engine cache (shared by all networks).
-        input_width: network input width in pixels; height follows the image aspect ratio.
+        input_width: network input width in pixels (height follows the image aspect ratio) for
+            cards that neither fix the size nor give a pixel area.
         model_path: "" for the shipped weights, a ``.safetensors`` file with weights for the
-            shipped architecture, or an ``.onnx`` file with the same input/output names.
+            shipped architecture, or an ``.onnx`` file.
+        card: the model card: a preset name or a card file; "" = ``<model>.yaml`` beside an ONNX
+            file, else the shipped network's card.
+        max_engines: engines (input sizes) kept per network; the least recently used goes first.
+        max_engine_mib: bound on the estimated memory of the kept engines, MiB.
 
     """
 
     engine: EngineConfig = field(default_factory=EngineConfig)
     input_width: int = 320
     model_path: str = ""
+    card: str = ""
+    max_engines: int = 3
+    max_engine_mib: int = 2048
 
 
-def _spec_for(name: str, model_path: str) -> ModelSpec:
-    """The registry's ModelSpec for ``name``, pointed at a user's weights or ONNX file if given."""
-    spec = get_spec(name)
-    if not model_path:
-        return spec
-    path = Path(model_path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"model_{name}: no such file {path}")
-    if path.suffix == ".onnx":
-        return replace(spec, onnx_path=path, build_module=None)
-    if path.suffix == ".safetensors":
-        def build():  # noqa: ANN202 - a ModelSpec factory
-            module = build_model(name, pretrained=False)
-            load_weights_into(module, path)
-            return module.eval()
-
-        return replace(spec, build_module=build)
-    raise ValueError(f"model_{name}: expected a .onnx or .safetensors file, got {path.name}")
+def engine_bytes_estimate(spec: ModelSpec, height: int, width: int) -> int:
+    """Rough memory of an engine at ``height`` x ``width``: :data:`ACTIVATION_FACTOR` x its I/O tensor bytes."""
+    io = [t.resolved(height, width) for t in (*spec.inputs, *spec.outputs)]
+    return ACTIVATION_FACTOR * sum(int(np.prod(t.concrete_shape)) * np.dtype(t.dtype).itemsize for t in io)
 
 
 class _EngineStage:
-    """Engines of one network, one per network input size."""
+    """Engines of one network, one per network input size, in a bounded LRU; fallback remembered."""
 
-    def __init__(self, name: str, config: NetworkConfig) -> None:
+    def __init__(self, spec: ModelSpec, config: NetworkConfig) -> None:
         self.config = config
-        self.spec = _spec_for(name, config.model_path)
-        self._engines: dict[tuple[int, int], Engine] = {}
+        self.spec = spec
+        self._engines: OrderedDict[tuple[int, int], Engine] = OrderedDict()
+        self._engine_bytes: dict[tuple[int, int], int] = {}
+        self.failed_backends: dict[str, str] = {}  # option label -> why it failed (never retried)
 
     def engine(self, width: int, height: int) -> Engine:
-        """The engine for a ``width`` x ``height`` network input (created on first use)."""
-        if (width, height) not in self._engines:
-            self._engines[(width, height)] = create_engine(self.spec, height, width, self.config.engine)
-        return self._engines[(width, height)]
+        """The engine for a ``width`` x ``height`` network input (created on first use, kept in the LRU)."""
+        key = (width, height)
+        if key in self._engines:
+            self._engines.move_to_end(key)
+            return self._engines[key]
+        engine = create_engine(self.spec, height, width, self.config.engine, failed=self.failed_backends)
+        self._engines[key] = engine
+        self._engine_bytes[key] = engine_bytes_estimate(self.spec, height, width)
+        budget = self.config.max_engine_mib << 20
+        while len(self._engines) > 1 and (len(self._engines) > self.config.max_engines
+                                          or sum(self._engine_bytes.values()) > budget):
+            evicted, _ = self._engines.popitem(last=False)
+            del self._engine_bytes[evicted]
+            LOG.info("%s: dropped the engine for %dx%d (least recently used)", self.spec.name, *evicted)
+        return engine
 
     def describe(self) -> dict[str, str]:
-        """Backend / device / precision of the engines in use (for diagnostics and reports)."""
+        """Diagnostics: the engine in use, the kept engines' sizes and any backend that failed.
+
+        Keys ``<model>_backend``, ``_device``, ``_precision``, ``_engines`` (``WxH``, least recently
+        used first) and ``_fallback`` (option: reason).
+        """
+        values: dict[str, str] = {}
+        if self.failed_backends:
+            values[f"{self.spec.name}_fallback"] = "; ".join(f"{k}: {v}" for k, v in self.failed_backends.items())
         if not self._engines:
-            return {}
-        engine = next(iter(self._engines.values()))
-        return {f"{self.spec.name}_backend": engine.backend, f"{self.spec.name}_device": engine.device,
-                f"{self.spec.name}_precision": engine.precision}
+            return values
+        engine = next(reversed(self._engines.values()))
+        values.update({f"{self.spec.name}_backend": engine.backend, f"{self.spec.name}_device": engine.device,
+                       f"{self.spec.name}_precision": engine.precision,
+                       f"{self.spec.name}_engines": ",".join(f"{w}x{h}" for w, h in self._engines)})
+        return values
 
 
-class DepthStage(_EngineStage):
-    """Frame -> metric depth and its standard deviation, at the frame's resolution.
+class _CardStage(_EngineStage):
+    """A depth or flow network bound to its card, its outputs checked on a golden input.
 
-    The shipped network runs at the pixel count it was trained at (``MODEL_INFO["depth"].default_size``,
-    aspect ratio kept), whatever ``input_width`` says: a CNN sees objects at a different pixel size
-    at another resolution, and its metric depth degrades fast away from the trained scale (AbsRel
-    0.33 at 192 px vs 1.6 at 320 px on a synthetic room). Keeping the area rather than the width
-    keeps wide images (KITTI, 1241x376) from shrinking to a 64-pixel-high strip. A user model runs
-    at ``input_width``.
+    A user's ONNX is checked at start on the fp32 CPU reference engine (ONNX Runtime, else torch),
+    so broken weights are refused before the first frame without building a GPU engine for a size
+    that may never be used; the first engine of every stage is checked too (e.g. an fp16 engine
+    that overflows).
+    """
+
+    def __init__(self, task: str, config: NetworkConfig) -> None:
+        self.model: BoundModel = bind_model(card_for_model(task, config.model_path, config.card), config.model_path)
+        super().__init__(self.model.spec, config)
+        self._checked = False
+        if config.model_path.endswith(".onnx"):
+            height, width = golden_plan(self.model.card, config.input_width).padded
+            try:
+                reference = reference_engine(self.spec, onnx_bytes_for(self.spec, height, width), height, width)
+            except InferenceError as err:  # an ONNX no runtime can load: one line at start, like a card mismatch
+                raise CardError(f"model_{task}: {err}") from None
+            self._check(reference, height, width)
+
+    def _check(self, engine: Engine, height: int, width: int) -> None:
+        """Run ``engine`` on the golden input at ``height`` x ``width``; CardError (one line) if implausible."""
+        check_golden_outputs(self.model, engine.infer(self.spec.make_inputs(height, width)),
+                             f"model {self.model.card.key} ({engine.backend}-{engine.device}, {engine.precision})")
+
+    def engine(self, width: int, height: int) -> Engine:
+        """The engine at ``width`` x ``height``; the stage's first one is checked on a golden input."""
+        engine = super().engine(width, height)
+        if not self._checked:
+            self._check(engine, height, width)
+            self._checked = True
+        return engine
+
+    def describe(self) -> dict[str, str]:
+        """The engine description plus the model card in use."""
+        return {**super().describe(), f"{self.spec.name}_card": self.model.card.key}
+
+
+class DepthStage(_CardStage):
+    """Frame -> depth and its standard deviation at the frame's resolution, per the model card.
+
+    The network size follows the card: a fixed size, a pixel area (the shipped network runs at the
+    pixel count it was trained at, aspect kept: a CNN sees objects at a different pixel size at
+    another resolution, and its metric depth degrades fast away from the trained scale, AbsRel
+    0.33 at 192 px vs 1.6 at 320 px on a synthetic room), or ``input_width``.
     """
 
     def __init__(self, config: NetworkConfig) -> None:
         super().__init__("depth", config)
 
-    def network_width(self, intrinsics: Intrinsics) -> int:
-        """Width in pixels the network runs at for images of ``intrinsics`` (height keeps the aspect)."""
-        if self.config.model_path:
-            return self.config.input_width
-        trained_width, trained_height = MODEL_INFO["depth"].default_size
-        return round(math.sqrt(trained_width * trained_height * intrinsics.width / intrinsics.height))
-
     def __call__(self, frame: Frame) -> DepthResult:
-        """Depth (H, W) float32 metres and std (H, W) float32 metres for ``frame``."""
-        size = network_size_for(frame.intrinsics, self.network_width(frame.intrinsics), DEPTH_MULTIPLE)
-        depth, log_var = run_depth(self.engine(*size).infer, frame.image, frame.intrinsics, size)
-        # log_var is the log variance of ln(depth): std of depth ~= depth * sigma (first order).
-        std = np.clip(log_var, -20.0, 10.0, out=log_var)
-        std *= 0.5
-        np.exp(std, out=std)
-        std *= depth
-        invalid = ~np.isfinite(depth) | (depth <= 0)
-        depth[invalid] = np.nan
-        std[invalid] = np.nan
-        return DepthResult(depth=depth, std=std, intrinsics=frame.intrinsics, is_metric=True)
+        """Depth (H, W) float32 (metres when ``is_metric``, else relative) and std (H, W) float32, same units."""
+        k = frame.intrinsics
+        plan = plan_input(self.model.card.size, k.height, k.width, self.config.input_width)
+        engine = self.engine(plan.padded[1], plan.padded[0])
+        inputs = model_inputs(self.model.card, self.model.names, {"image": frame.image}, plan, k)
+        depth, std, is_metric = depth_from_outputs(self.model, engine.infer(inputs), plan, k)
+        return DepthResult(depth=depth, std=std, intrinsics=k, is_metric=is_metric)
 
 
-class FlowStage(_EngineStage):
-    """Frame -> optical flow from the previous frame, at the frame's resolution."""
+class FlowStage(_CardStage):
+    """Frame -> optical flow from the previous frame, at the frame's resolution, per the model card."""
 
     def __init__(self, config: NetworkConfig) -> None:
         super().__init__("flow", config)
-        self._previous: tuple[int, np.ndarray] | None = None
+        self._previous: tuple[int, NDArray[np.uint8]] | None = None
 
     def reset(self) -> None:
         """Forget the previous frame."""
@@ -136,18 +193,16 @@ class FlowStage(_EngineStage):
 
     def __call__(self, frame: Frame) -> FlowResult | None:
         """Flow (H, W, 2) float32 px previous -> this frame; None for the first frame of a stream."""
-        k: Intrinsics = frame.intrinsics
-        net_w, net_h = network_size_for(k, self.config.input_width, FLOW_MULTIPLE)
-        small: np.ndarray = frame.image if (net_w, net_h) == (k.width, k.height) else cv2.resize(
-            frame.image, (net_w, net_h), interpolation=cv2.INTER_AREA)
-        previous, self._previous = self._previous, (frame.stamp_ns, small)
-        if previous is None or previous[1].shape != small.shape:
+        previous, self._previous = self._previous, (frame.stamp_ns, frame.image)
+        if previous is None or previous[1].shape != frame.image.shape:
             return None
-        flow: np.ndarray = run_flow(self.engine(net_w, net_h).infer, previous[1], small)
-        if (net_w, net_h) != (k.width, k.height):
-            flow = cv2.resize(flow, (k.width, k.height), interpolation=cv2.INTER_LINEAR)
-            flow *= np.array([k.width / net_w, k.height / net_h], np.float32)
-        return FlowResult(flow=flow.astype(np.float32, copy=False), previous_stamp_ns=previous[0])
+        k = frame.intrinsics
+        plan = plan_input(self.model.card.size, k.height, k.width, self.config.input_width)
+        engine = self.engine(plan.padded[1], plan.padded[0])
+        inputs = model_inputs(self.model.card, self.model.names, {"image1": previous[1], "image2": frame.image},
+                              plan, k)
+        return FlowResult(flow=flow_from_outputs(self.model, engine.infer(inputs), plan),
+                          previous_stamp_ns=previous[0])
 
 
 class PoseStage(_EngineStage):
@@ -158,7 +213,7 @@ class PoseStage(_EngineStage):
     """
 
     def __init__(self, config: NetworkConfig) -> None:
-        super().__init__("pose", config)
+        super().__init__(spec_for_file("pose", config.model_path), config)
         self._previous: NDArray[np.uint8] | None = None
 
     def reset(self) -> None:

@@ -1,8 +1,9 @@
 """All stages in one process, ROS-free: ``Pipeline(config)(frame) -> PipelineResult``.
 
 Per frame: depth network -> flow network -> (optionally) pose network -> odometry (tracking +
-keyframe depth fusion) ->
-per-frame point cloud (camera frame) -> global map (keyframe clouds in a bounded voxel map,
+keyframe depth fusion) -> the frame's best depth (network depth corrected by the fused keyframe
+depth, in the odometry's metric scale: ``PipelineResult.depth``; the network's own output stays in
+``network_depth``) -> per-frame point cloud (camera frame) -> global map (keyframe clouds in a bounded voxel map,
 loop closure on the keyframe pose graph). Every stage can be switched off; the networks share
 one :class:`~geovis_ros.inference.engine.EngineConfig` (one backend, device and engine cache).
 The nodes, ``geovis process-bag`` and the demo all run this class.
@@ -10,6 +11,8 @@ The nodes, ``geovis process-bag`` and the demo all run this class.
 
 from __future__ import annotations
 
+import logging
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -27,16 +30,20 @@ from geovis_ros.pipeline.keyframe_feed import KeyframeFeed
 from geovis_ros.pipeline.networks import DepthStage, FlowStage, NetworkConfig, PoseStage
 from geovis_ros.slam.backend.mapping import CloudConfig, depth_to_cloud
 from geovis_ros.slam.backend.slam_backend import BackendConfig, SlamBackend
-from geovis_ros.slam.frontend.config import MOTION_PRIORS, OdometryConfig
+from geovis_ros.slam.frontend.config import MOTION_PRIORS, OdometryConfig, ScaleConfig
 from geovis_ros.slam.frontend.odometry import OdometryStage
 
 STAGES: tuple[str, ...] = ("depth", "flow", "odometry", "mapping")
 # Node parameters (geovis_ros.nodes.params) that pipeline_config_from_parameters reads.
 PIPELINE_PARAMETERS: tuple[str, ...] = (
-    "backend", "device", "precision", "engine_cache_dir", "model_depth", "model_flow", "model_pose", "input_width",
+    "backend", "device", "precision", "engine_cache_dir", "model_depth", "model_flow", "model_pose",
+    "model_depth_card", "model_flow_card", "input_width",
     "input_height", "odometry_method", "motion_prior", "odom_frame", "map_voxel_size", "map_max_points",
-    "points_stride",
+    "points_stride", "points_confidence", "camera_height",
 )
+EMPTY_CLOUD_WARNING_S = 10.0
+"""Throttle of the warning that the per-frame cloud's confidence threshold removed every point, seconds."""
+_LOG = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -55,7 +62,9 @@ class PipelineConfig:
             smaller than the network input are not enlarged.
         odometry_config: tracking, keyframe fusion, scale and baseline settings.
         mapping_config: keyframe map (voxel size, point bound), loop closure, pose graph.
-        cloud: which depth pixels become the per-frame point cloud (stride, confidence, range).
+        cloud: which depth pixels become the per-frame point cloud (stride, confidence, range);
+            the confidence threshold is relative to the depth source by default (pixels at most 1.5x
+            the image's median relative std, or within 10 %).
         odom_frame: frame name of the odometry, the map and the keyframe poses.
 
     """
@@ -71,7 +80,7 @@ class PipelineConfig:
     max_network_height: int = 0
     odometry_config: OdometryConfig = field(default_factory=OdometryConfig)
     mapping_config: BackendConfig = field(default_factory=BackendConfig)
-    cloud: CloudConfig = field(default_factory=lambda: CloudConfig(stride=2))
+    cloud: CloudConfig = field(default_factory=lambda: CloudConfig(stride=2, std_over_median=1.5))
     odom_frame: str = "odom"
 
     def __post_init__(self) -> None:
@@ -142,14 +151,20 @@ def pipeline_config_from_parameters(values: Mapping[str, Any], stages: tuple[str
         flow="flow" in stages,
         odometry="odometry" in stages,
         mapping="mapping" in stages,
-        depth_network=NetworkConfig(engine=engine, input_width=width, model_path=values.get("model_depth", "")),
-        flow_network=NetworkConfig(engine=engine, input_width=width, model_path=values.get("model_flow", "")),
+        depth_network=NetworkConfig(engine=engine, input_width=width, model_path=values.get("model_depth", ""),
+                                    card=values.get("model_depth_card", "")),
+        flow_network=NetworkConfig(engine=engine, input_width=width, model_path=values.get("model_flow", ""),
+                                   card=values.get("model_flow_card", "")),
         pose_network=NetworkConfig(engine=engine, input_width=width, model_path=values.get("model_pose", "")),
         pose_prior="odometry" in stages and motion_prior == "pose_network",
         max_network_height=int(values.get("input_height", defaults.max_network_height)),
-        odometry_config=OdometryConfig(method=values.get("odometry_method", defaults.odometry_config.method)),
+        odometry_config=OdometryConfig(
+            method=values.get("odometry_method", defaults.odometry_config.method),
+            scale=ScaleConfig(camera_height=float(values.get("camera_height", ScaleConfig().camera_height))),
+        ),
         mapping_config=replace(defaults.mapping_config, map=keyframe_map),
-        cloud=replace(defaults.cloud, stride=int(values.get("points_stride", defaults.cloud.stride))),
+        cloud=replace(defaults.cloud, stride=int(values.get("points_stride", defaults.cloud.stride)),
+                      std_over_median=float(values.get("points_confidence", defaults.cloud.std_over_median))),
         odom_frame=values.get("odom_frame", defaults.odom_frame) or defaults.odom_frame,
     )
 
@@ -173,6 +188,8 @@ class Pipeline:
         self.frames = 0
         self._image_size: tuple[int, int] | None = None
         self._last_result: PipelineResult | None = None
+        self.empty_clouds = 0
+        self._last_empty_warning = -math.inf
 
     # -- streaming -----------------------------------------------------------------------
     def __call__(self, frame: Frame) -> PipelineResult:
@@ -193,11 +210,15 @@ class Pipeline:
             pose_prior = self.pose_stage(frame)
             clock = _lap(timings, "pose", clock)
         if self.odometry_stage is not None and result.depth is not None:
+            result.network_depth = result.depth
             result.odometry = self.odometry_stage(frame, result.depth, result.flow, pose_prior)
             clock = _lap(timings, "odometry", clock)
+            result.depth = self.odometry_stage.frame_depth(result.depth)
+            clock = _lap(timings, "fused_depth", clock)
         if result.depth is not None:
             result.points = depth_to_cloud(result.depth.depth, result.depth.std, frame.image, frame.intrinsics,
                                            self.config.cloud, frame.frame_id)
+            self._check_cloud(result.points)
             clock = _lap(timings, "points", clock)
         if self.backend is not None:
             self._update_map()
@@ -206,6 +227,19 @@ class Pipeline:
         self.frames += 1
         self._last_result = result
         return result
+
+    def _check_cloud(self, points: PointCloud) -> None:
+        """Count empty per-frame clouds; warn (throttled) when the confidence threshold removed everything."""
+        if len(points.xyz):
+            return
+        self.empty_clouds += 1
+        now = time.monotonic()
+        if now - self._last_empty_warning >= EMPTY_CLOUD_WARNING_S:
+            self._last_empty_warning = now
+            _LOG.warning(
+                "per-frame point cloud is empty (%d frames so far): no depth pixel passes the confidence "
+                "threshold (max relative std %.2f, or %.1fx the image's median); raise points_confidence",
+                self.empty_clouds, self.config.cloud.max_relative_std, self.config.cloud.std_over_median)
 
     def reset(self) -> None:
         """Forget the stream (new session, clock jump, image size change); engines are kept."""
@@ -222,6 +256,25 @@ class Pipeline:
             self._keyframe_feed.reset()
         self._image_size = None
         self._last_result = None
+
+    def set_camera_height(self, metres: float) -> None:
+        """Use ``metres`` (> 0) as the camera's height above the ground for the metric scale, from now on.
+
+        For a height known only once the stream runs (a node's TF lookup of the camera above
+        ``ground_frame``): the odometry stage is rebuilt with it and the stream starts afresh (as after
+        :meth:`reset`); the networks and their engines are kept.
+        """
+        if self.odometry_stage is None:
+            raise ValueError("set_camera_height needs the odometry stage")
+        if not (math.isfinite(metres) and metres > 0):
+            raise ValueError(f"camera height must be a positive number of metres, got {metres}")
+        odometry = self.config.odometry_config
+        odometry = replace(odometry, scale=replace(odometry.scale, camera_height=float(metres)))
+        self.config = replace(self.config, odometry_config=odometry)
+        self.odometry_stage = OdometryStage(odometry)
+        if self.backend is not None:
+            self._keyframe_feed = KeyframeFeed(self.odometry_stage, self.backend)
+        self.reset()
 
     def finish(self) -> None:
         """Add the keyframe still being refined to the map (end of a recording)."""
@@ -283,6 +336,12 @@ class Pipeline:
                 values["tracking_state"] = last.odometry.state.value
                 values["keyframe_id"] = str(last.odometry.keyframe_id)
                 values["scale_confidence"] = f"{last.odometry.scale_confidence:.2f}"
+                values["scale_source"] = last.odometry.scale_source.value
+                values["is_metric"] = str(last.odometry.is_metric).lower()
+                values["tracker"] = last.odometry.tracker
+            if last.points is not None:
+                values["points"] = str(len(last.points.xyz))
+                values["empty_clouds"] = str(self.empty_clouds)
         if self.backend is not None:
             values["keyframes"] = str(self.backend.keyframe_count)
             values["map_points"] = str(len(self.backend.map))

@@ -2,14 +2,16 @@
 
 Topic names are relative (the node's namespace, or process-bag's ``--namespace``, applies):
 
-- ``depth`` (Image 32FC1, metres, NaN invalid), ``depth/uncertainty`` (32FC1, metres),
-  ``depth/camera_info`` (CameraInfo of the depth image), ``depth/colored`` (rgb8);
+- ``depth/image`` (Image 32FC1, metres, NaN invalid) and its image_transport siblings
+  ``depth/camera_info`` (CameraInfo of the depth image), ``depth/uncertainty`` (32FC1, metres),
+  ``depth/colored`` (rgb8);
 - ``points`` (PointCloud2 x, y, z + packed rgb, camera frame);
-- ``flow`` (32FC2, pixels, previous -> this frame), ``flow/colored`` (rgb8);
-- ``odom`` (Odometry ``T_odom_camera`` with covariance and twist, in ``odom_frame``, child the
-  camera frame) and ``tf`` (the same pose as a TransformStamped, for TF); ``path`` (Path);
-- ``map`` (PointCloud2 of the fused map, in ``odom_frame``) and ``keyframes`` (MarkerArray:
-  one LINE_LIST marker drawing a camera frustum per keyframe).
+- ``flow/image`` (32FC2, pixels, previous -> this frame), ``flow/colored`` (rgb8);
+- ``odom`` (Odometry with covariance and twist, in ``odom_frame``; child the camera frame, or
+  the ``child_frame_id`` given, e.g. the robot's base_frame) and ``tf`` (the same pose as a
+  TransformStamped, for TF); ``path`` (Path);
+- ``map`` (PointCloud2 of the fused map) and ``keyframes`` (MarkerArray: one LINE_LIST marker
+  drawing a camera frustum per keyframe), in the frame of the header given.
 
 Per-frame messages carry the header given (stamp and camera frame of the input image); the
 odometry ones the same stamp in ``odom_frame``. The ``factory`` makes rclpy messages for the
@@ -52,12 +54,12 @@ from geovis_ros.visualization import colored_depth, flow_to_color, frustum_lines
 
 # Output name -> ROS 2 message type ("tf" is not a topic: its transform goes to TF).
 OUTPUT_TYPES: dict[str, str] = {
-    "depth": IMAGE,
+    "depth/image": IMAGE,
     "depth/uncertainty": IMAGE,
     "depth/camera_info": CAMERA_INFO,
     "depth/colored": IMAGE,
     "points": POINT_CLOUD2,
-    "flow": IMAGE,
+    "flow/image": IMAGE,
     "flow/colored": IMAGE,
     "odom": ODOMETRY,
     "tf": TRANSFORM_STAMPED,
@@ -82,13 +84,13 @@ def output_topics(groups: Collection[str], switches: Mapping[str, bool]) -> list
     """
     topics: list[str] = []
     if "depth" in groups and switches["publish_depth"]:
-        topics += ["depth", "depth/uncertainty", "depth/camera_info"]
+        topics += ["depth/image", "depth/uncertainty", "depth/camera_info"]
     if "depth" in groups and switches["publish_colored"]:
         topics.append("depth/colored")
     if "points" in groups and switches["publish_points"]:
         topics.append("points")
     if "flow" in groups and switches["publish_flow"]:
-        topics.append("flow")
+        topics.append("flow/image")
         if switches["publish_colored"]:
             topics.append("flow/colored")
     if "odometry" in groups:
@@ -105,34 +107,37 @@ def frame_messages(
     wanted: Collection[str],
     calibration: CameraCalibration | None = None,
     factory: MessageFactory = RCLPY,
+    child_frame_id: str | None = None,
 ) -> dict[str, Message]:
     """The per-frame messages of one result, by output name, for the names in ``wanted``.
 
     Only the messages that are wanted and that the result has (its stage ran and is ready)
-    are built: depth, depth/uncertainty, depth/camera_info, depth/colored, points, flow,
-    flow/colored, odom and tf, in that order. ``header`` is the input image's (stamp, camera
-    frame); ``calibration`` describes the depth image (default: the frame's intrinsics without
-    distortion).
+    are built: depth/image, depth/uncertainty, depth/camera_info, depth/colored, points,
+    flow/image, flow/colored, odom and tf, in that order. ``header`` is the input image's
+    (stamp, camera frame); ``calibration`` describes the depth image (default: the frame's
+    intrinsics without distortion). ``child_frame_id`` names the frame whose pose
+    ``result.odometry`` holds (default: the camera frame, ``header.frame_id``).
     """
     builders: dict[str, Callable[[], Message]] = {}
     depth, flow, points, odometry = result.depth, result.flow, result.points, result.odometry
     if depth is not None:
         calibration = calibration or CameraCalibration(result.frame.intrinsics)
-        builders["depth"] = lambda: image_from_depth(depth.depth, "32FC1", header, factory)
+        builders["depth/image"] = lambda: image_from_depth(depth.depth, "32FC1", header, factory)
         builders["depth/uncertainty"] = lambda: image_from_numpy(depth.std, "32FC1", header, factory)
         builders["depth/camera_info"] = lambda: camera_info_from_calibration(calibration, header, factory)
         builders["depth/colored"] = lambda: image_from_numpy(colored_depth(depth.depth), "rgb8", header, factory)
     if points is not None:
         builders["points"] = lambda: pointcloud_from_numpy(points.xyz, points.rgb, header, factory)
     if flow is not None:
-        builders["flow"] = lambda: image_from_numpy(flow.flow, "32FC2", header, factory)
+        builders["flow/image"] = lambda: image_from_numpy(flow.flow, "32FC2", header, factory)
         builders["flow/colored"] = lambda: image_from_numpy(flow_to_color(flow.flow), "rgb8", header, factory)
     if odometry is not None:
         odom_header = factory.new(HEADER, stamp=header.stamp, frame_id=odom_frame)
+        child = header.frame_id if child_frame_id is None else child_frame_id
         builders["odom"] = lambda: odometry_from_matrix(
-            odometry.pose, odom_header, header.frame_id, odometry.covariance, odometry.velocity, factory=factory
+            odometry.pose, odom_header, child, odometry.covariance, odometry.velocity, factory=factory
         )
-        builders["tf"] = lambda: transform_stamped_from_matrix(odometry.pose, odom_header, header.frame_id, factory)
+        builders["tf"] = lambda: transform_stamped_from_matrix(odometry.pose, odom_header, child, factory)
     return {name: build() for name, build in builders.items() if name in wanted}
 
 
@@ -143,10 +148,10 @@ def map_messages(
     header: Message,
     factory: MessageFactory = RCLPY,
 ) -> dict[str, Message]:
-    """``map`` (the fused cloud) and ``keyframes`` (their frustums), with ``header`` (the odom frame).
+    """``map`` (the fused cloud) and ``keyframes`` (their frustums), with ``header`` (their frame).
 
-    ``cloud`` xyz (N, 3) metres in the odom frame; ``keyframe_poses`` id -> (4, 4) ``T_odom_camera``;
-    ``intrinsics`` size the frustums.
+    ``cloud`` xyz (N, 3) metres in ``header.frame_id``; ``keyframe_poses`` id -> (4, 4)
+    ``T_frame_camera``; ``intrinsics`` size the frustums.
     """
     return {
         "map": pointcloud_from_numpy(cloud.xyz, cloud.rgb, header, factory),

@@ -194,6 +194,41 @@ class KeyframeConfig:
 
 
 @dataclass(frozen=True)
+class GroundConfig:
+    """Ground-plane search in the lower image (:mod:`geovis_ros.slam.frontend.ground`).
+
+    Attributes:
+        min_row_fraction: the region starts this fraction of the image height from the top.
+        column_fraction: central fraction of the image width used.
+        stride: pixel stride of the sampled depth.
+        max_depth_ratio: points farther than this times the region's median depth are not used
+            (far ground is where monocular depth is worst).
+        max_tilt_deg: largest angle between the plane normal and the camera's +y (down) axis.
+        inlier_band: a point is an inlier when its distance to the plane is at most this fraction
+            of the plane's height.
+        ransac_iterations: random 3-point hypotheses.
+        min_points: fewest points (and inliers) for a plane.
+        min_inlier_ratio: a plane supported by a smaller fraction of the region is refused.
+
+    """
+
+    min_row_fraction: float = 0.6
+    column_fraction: float = 0.6
+    stride: int = 4
+    max_depth_ratio: float = 2.0
+    max_tilt_deg: float = 25.0
+    inlier_band: float = 0.05
+    ransac_iterations: int = 500
+    min_points: int = 20
+    min_inlier_ratio: float = 0.3
+
+    def __post_init__(self) -> None:
+        _check_positive(self, "column_fraction", "stride", "max_depth_ratio", "max_tilt_deg", "inlier_band",
+                        "ransac_iterations", "min_points")
+        _check_fraction(self, "min_row_fraction", "column_fraction", "min_inlier_ratio")
+
+
+@dataclass(frozen=True)
 class ScaleConfig:
     """Scale of the odometry frame.
 
@@ -214,8 +249,15 @@ class ScaleConfig:
         relative_fit_std: standard deviation (log scale) added per keyframe to the scale of a
             relative-depth model (its scale random-walks from keyframe to keyframe).
         relative_shift: for relative-depth models, fit an inverse-depth shift as well as a scale
-            (affine-invariant models such as MiDaS); off, only a scale (steadier: on room/handheld
-            with simulated network errors the Sim(3) ATE was 0.5 % with scale only, 1.9 % with shift).
+            (affine-invariant models such as MiDaS and Depth Anything, whose output is
+            ``a / depth + b``); off, only a scale.
+        camera_height: the camera's height above the ground, metres (0: unknown). When set, the
+            ground plane found in each tracked keyframe's fused depth
+            (:mod:`geovis_ros.slam.frontend.ground`) sets the metric scale, whatever the network.
+        ground_window_frames: effective memory (frames) of the camera-height scale average.
+        ground_gate: once three ground planes were accepted, a plane whose height differs from
+            the camera height by more than this in log (0.4: -33 % / +49 %) is ignored.
+        ground: where and how the ground plane is searched.
 
     """
 
@@ -223,10 +265,17 @@ class ScaleConfig:
     min_points: int = 30
     confidence_tolerance: float = 0.05
     relative_fit_std: float = 0.02
-    relative_shift: bool = False
+    relative_shift: bool = True
+    camera_height: float = 0.0
+    ground_window_frames: int = 5
+    ground_gate: float = 0.4
+    ground: GroundConfig = field(default_factory=GroundConfig)
 
     def __post_init__(self) -> None:
-        _check_positive(self, "window_frames", "min_points", "confidence_tolerance", "relative_fit_std")
+        _check_positive(self, "window_frames", "min_points", "confidence_tolerance", "relative_fit_std",
+                        "ground_window_frames", "ground_gate")
+        if not self.camera_height >= 0:
+            raise ValueError(f"ScaleConfig.camera_height must be >= 0 metres (0: off), got {self.camera_height}")
 
 
 @dataclass(frozen=True)
@@ -245,6 +294,15 @@ class FeatureConfig:
         ransac_iterations: RANSAC iterations.
         min_inliers: fewer PnP inliers is a tracking failure.
         min_inlier_ratio: a lower inlier fraction is a tracking failure.
+        two_view: pose from two-view geometry where the parallax allows (see ``min_parallax_px``),
+            else PnP on the keyframe depth only. On when a camera height is set
+            (:func:`vehicle_features`).
+        min_parallax_px: with ``two_view`` and a median corner motion from the keyframe of at
+            least this, the pose comes from the essential matrix (depth only sets the translation
+            length) and the inliers are triangulated for the ground plane; below it (too little
+            parallax for two-view geometry), from PnP on the keyframe depth.
+        length_measurement_weight: two-view translation length: weight (log domain) of the
+            length measured from the keyframe depth against the motion model's prediction.
 
     """
 
@@ -259,13 +317,17 @@ class FeatureConfig:
     ransac_iterations: int = 100
     min_inliers: int = 15
     min_inlier_ratio: float = 0.3
+    two_view: bool = False
+    min_parallax_px: float = 3.0
+    length_measurement_weight: float = 0.2
 
     def __post_init__(self) -> None:
         _check_positive(
             self, "max_corners", "corner_quality", "min_corner_distance_px", "lk_window_px", "lk_levels",
             "max_forward_backward_px", "ransac_reprojection_px", "ransac_iterations", "min_inliers",
+            "min_parallax_px",
         )
-        _check_fraction(self, "min_inlier_ratio")
+        _check_fraction(self, "min_inlier_ratio", "length_measurement_weight")
 
 
 @dataclass(frozen=True)
@@ -279,6 +341,31 @@ class OdometryConfig:
         lost_translation_std: standard deviation (metres) added to the pose covariance's
             translation when a frame is lost.
         lost_rotation_std_deg: standard deviation (degrees) added to its rotation when a frame is lost.
+        feature_fallback: with the direct method, a frame the direct alignment fails on is tracked
+            by the feature tracker (KLT + PnP-RANSAC from the predicted motion), then refined by
+            the direct alignment from there where it converges; lost only when both fail.
+        feature_guess: with the direct method, the feature tracker gives every frame's initial
+            guess (then refined by the direct alignment), not only a failed frame's; always on
+            when ``scale.camera_height`` is set (vehicles: large motion between frames, where the
+            direct alignment from a constant-velocity guess can converge to a wrong minimum).
+        refinement_tolerance: a direct refinement of a feature-tracked pose is kept only when its
+            translation moved by at most this fraction of the translation (and its rotation by at
+            most a tenth of this, radians): a distorted network depth must not pull a two-view
+            pose away.
+        covariance_inflation: factor on the trackers' covariance (inverse Gauss-Newton Hessian
+            times the residual variance), which treats pixels as independent and so is
+            overconfident. The defaults (with the drift terms below) give a mean position NEES of
+            about 5 (3 degrees of freedom) on synthetic room/handheld, 60 frames, simulated network
+            depth; street/driving comes out conservative (about 0.15).
+        drift_translation_fraction: drift model: standard deviation of each frame's translation
+            error, as a fraction of the frame's translation (unmodelled depth and scale errors).
+        drift_rotation_fraction: standard deviation of each frame's rotation error as a fraction
+            of its rotation.
+        drift_depth_fraction: standard deviation of each frame's translation error as a fraction
+            of the keyframe's median depth (per-image depth-scale noise moves even a slow camera).
+        min_translation_std: per-frame translation standard deviation floor, metres (also the
+            first frame's, so the covariance is never zero).
+        min_rotation_std_deg: per-frame rotation standard deviation floor, degrees.
         seed: seed of the random pixel subsets (results are reproducible).
 
     """
@@ -291,12 +378,25 @@ class OdometryConfig:
     features: FeatureConfig = field(default_factory=FeatureConfig)
     lost_translation_std: float = 0.5
     lost_rotation_std_deg: float = 30.0
+    feature_fallback: bool = True
+    feature_guess: bool = False
+    refinement_tolerance: float = 0.1
+    covariance_inflation: float = 10.0
+    drift_translation_fraction: float = 0.05
+    drift_rotation_fraction: float = 0.05
+    drift_depth_fraction: float = 0.004
+    min_translation_std: float = 1e-3
+    min_rotation_std_deg: float = 0.05
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.method not in ODOMETRY_METHODS:
             raise ValueError(f"OdometryConfig.method must be one of {ODOMETRY_METHODS}, got {self.method!r}")
-        _check_positive(self, "lost_translation_std", "lost_rotation_std_deg")
+        _check_positive(self, "lost_translation_std", "lost_rotation_std_deg", "covariance_inflation",
+                        "min_translation_std", "min_rotation_std_deg")
+        if min(self.drift_translation_fraction, self.drift_rotation_fraction, self.drift_depth_fraction) < 0:
+            raise ValueError("OdometryConfig.drift_translation_fraction, drift_rotation_fraction and "
+                             "drift_depth_fraction must be >= 0")
         expected = {
             "tracking": TrackingConfig, "fusion": FusionConfig, "keyframes": KeyframeConfig,
             "scale": ScaleConfig, "features": FeatureConfig,
@@ -307,6 +407,19 @@ class OdometryConfig:
                     f"OdometryConfig.{item.name} must be a {expected[item.name].__name__}, "
                     f"got {type(getattr(self, item.name)).__name__}"
                 )
+
+
+def vehicle_features(features: FeatureConfig) -> FeatureConfig:
+    """The feature tracker's settings when a camera height is set (a vehicle: large motion, the road below).
+
+    Two-view geometry (the network depth only sets the translation length, which the ground
+    plane then corrects) and more, weaker corners, so that enough of them lie on the road to
+    triangulate the ground plane: on real driving (KITTI, 51 frames) 400 corners left the ground
+    undetected in most frames.
+    """
+    return replace(features, two_view=True, max_corners=max(features.max_corners, 1500),
+                   corner_quality=min(features.corner_quality, 0.003),
+                   min_corner_distance_px=min(features.min_corner_distance_px, 5.0))
 
 
 def classical_baseline_config() -> OdometryConfig:

@@ -61,6 +61,9 @@ class TrackingEstimate:
             (direct tracking only; empty for the feature tracker).
         persistent_outlier: (M,) bool, True where that point is an outlier again in a cell excluded
             by the previous frame (a moving object rather than a one-frame glitch).
+        triangulated: (K, 3) float64 points triangulated from the two views (keyframe frame,
+            odometry units; feature tracking with enough parallax only, else empty).
+        triangulated_pixels: (K, 2) float64 their keyframe pixel positions (u, v).
 
     """
 
@@ -76,6 +79,8 @@ class TrackingEstimate:
     iterations: int = 0
     projected: NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, 2)))
     persistent_outlier: NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, bool))
+    triangulated: NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, 3)))
+    triangulated_pixels: NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, 2)))
 
 
 def failed_estimate(pose_current_keyframe: NDArray[np.float64], reason: TrackingFailure) -> TrackingEstimate:

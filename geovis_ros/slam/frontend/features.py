@@ -1,10 +1,14 @@
-"""Classical baseline tracker: KLT corners (or the flow network's flow) + PnP-RANSAC on keyframe depth.
+"""Feature tracker (the classical baseline, and the direct method's fallback): KLT corners + two-view geometry.
 
 Shi-Tomasi corners are detected on each new keyframe where its depth is valid, giving 3-D points
 (keyframe frame, scale from the network depth). Every frame they are followed from the previous
 frame, either by pyramidal Lucas-Kanade with a forward-backward check (initialised by projecting
-the points with the predicted pose) or by the given optical flow; the pose T_current_keyframe is
-then found by PnP-RANSAC (AP3P minimal sets) and refined by Levenberg-Marquardt on the inliers.
+the points with the predicted pose) or by the given optical flow. With enough parallax the
+rotation and the direction of travel come from the essential matrix (5-point RANSAC), which does
+not depend on the depth, and only the length of the translation from the keyframe depth (the
+robust median over the inliers); the inliers are then triangulated (for the ground-plane scale).
+With little parallax the pose T_current_keyframe is found by PnP-RANSAC (AP3P minimal sets) on the
+keyframe depth and refined by Levenberg-Marquardt on the inliers.
 The covariance is the inverse Gauss-Newton Hessian of the reprojection error scaled by its
 variance. Same result type as the direct tracker, so the odometry stage can use either.
 """
@@ -142,7 +146,8 @@ class FeatureTracker:
         if total < cfg.min_inliers:
             return failed_estimate(guess, TrackingFailure.TOO_FEW_KEYFRAME_CORNERS)
         k = pyramid.intrinsics[0]
-        rho = sample_bilinear(keyframe.inverse_depth, self._keyframe_pixels[:, 0], self._keyframe_pixels[:, 1])
+        source = keyframe.prior_inverse_depth if cfg.two_view else keyframe.inverse_depth
+        rho = sample_bilinear(source, self._keyframe_pixels[:, 0], self._keyframe_pixels[:, 1])
         with np.errstate(divide="ignore", invalid="ignore"):
             z = np.where(rho > 0, 1.0 / rho.astype(np.float64), np.nan)
         points = np.stack([(self._keyframe_pixels[:, 0] - k.cx) / k.fx * z,
@@ -159,7 +164,11 @@ class FeatureTracker:
         count = int(np.count_nonzero(usable))
         if count < max(cfg.min_inliers, 4):
             return failed_estimate(guess, TrackingFailure.TOO_FEW_FOLLOWED_CORNERS)
-        estimate = self._solve_pnp(points[usable], current[usable], k.matrix)
+        usable_keyframe_pixels = self._keyframe_pixels[usable]
+        two_view = self._solve_two_view(usable_keyframe_pixels, current[usable], points[usable], k.matrix,
+                                        float(np.linalg.norm(guess[:3, 3])))
+        estimate = two_view[:2] if two_view is not None else self._solve_pnp(points[usable], current[usable],
+                                                                               k.matrix)
         if estimate is None:
             return failed_estimate(guess, TrackingFailure.PNP_FAILED)
         pose, inlier_index = estimate
@@ -188,10 +197,84 @@ class FeatureTracker:
         self._previous_pixels = current[inliers]
         self._previous_gray = pyramid.gray_u8
         covariance = reprojection_covariance(points[inliers], pose, k.fx, k.fy, variance)
+        triangulated = two_view[2] if two_view is not None else np.zeros((0, 3))
+        triangulated_pixels = (usable_keyframe_pixels[two_view[3]].astype(np.float64) if two_view is not None
+                               else np.zeros((0, 2)))
         return TrackingEstimate(
             pose_current_keyframe=pose, covariance=covariance, success=True, residual=residual,
             inlier_ratio=float(inlier_ratio), visible_ratio=float(inliers.size) / total, point_count=int(inliers.size),
+            triangulated=triangulated, triangulated_pixels=triangulated_pixels,
         )
+
+    def _solve_two_view(
+        self, keyframe_pixels: NDArray[np.float32], pixels: NDArray[np.float32], points: NDArray[np.float64],
+        camera_matrix: NDArray[np.float64], predicted_length: float,
+    ) -> tuple[NDArray[np.float64], NDArray[np.int64], NDArray[np.float64], NDArray[np.int64]] | None:
+        """Essential-matrix pose with the translation length from the keyframe depth.
+
+        The length measured from the depth (the median over the inliers) is blended in log with
+        ``predicted_length`` (the motion model's, when positive) with weight
+        ``config.length_measurement_weight``: a vehicle's speed changes smoothly, the network's
+        per-image depth scale does not.
+
+        Args:
+            keyframe_pixels: (N, 2) corner positions in the keyframe.
+            pixels: (N, 2) their positions in the current frame.
+            points: (N, 3) their 3-D points from the keyframe depth (keyframe frame).
+            camera_matrix: (3, 3) K.
+            predicted_length: the motion model's translation length from the keyframe (0: none).
+
+        Returns:
+            ``(T_current_keyframe, inlier row indices, triangulated (M, 3) keyframe-frame points
+            in the depth's units, their row indices)``, or None when the median parallax is below
+            ``config.min_parallax_px`` (or ``config.two_view`` is off) or the geometry is degenerate.
+
+        """
+        cfg = self.config
+        if not cfg.two_view or np.median(np.linalg.norm(pixels - keyframe_pixels, axis=1)) < cfg.min_parallax_px:
+            return None
+        a, b = keyframe_pixels.astype(np.float64), pixels.astype(np.float64)
+        try:
+            essential, mask = cv2.findEssentialMat(a, b, camera_matrix, cv2.RANSAC, _RANSAC_CONFIDENCE,
+                                                   cfg.ransac_reprojection_px)
+            if essential is None or essential.shape != (3, 3) or mask is None:
+                return None
+            # The RANSAC inliers stay the inliers: recoverPose's mask also drops distant points.
+            _, rotation, direction, _ = cv2.recoverPose(essential, a, b, camera_matrix, mask=mask.copy())
+        except cv2.error:
+            return None
+        inlier = mask.reshape(-1) > 0
+        if np.count_nonzero(inlier) < cfg.min_inliers:
+            return None
+        direction = direction.reshape(3)
+        k_inv = np.linalg.inv(camera_matrix)
+        bearing = np.c_[b, np.ones(len(b))] @ k_inv.T
+        # bearing x (R X + s t) = 0  ->  s = -(a . c) / (c . c), a = bearing x R X, c = bearing x t
+        rotated = points @ rotation.T
+        cross_point = np.cross(bearing, rotated)
+        cross_direction = np.cross(bearing, np.broadcast_to(direction, bearing.shape))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            lengths = -np.sum(cross_point * cross_direction, axis=1) / np.sum(cross_direction**2, axis=1)
+        usable = inlier & np.isfinite(lengths) & np.all(np.isfinite(points), axis=1)
+        if np.count_nonzero(usable) < cfg.min_inliers:
+            return None
+        length = float(np.median(lengths[usable]))
+        if not length > 0:
+            return None
+        if predicted_length > 0:
+            weight = cfg.length_measurement_weight
+            length = math.exp(weight * math.log(length) + (1.0 - weight) * math.log(predicted_length))
+        pose = np.eye(4)
+        pose[:3, :3] = rotation
+        pose[:3, 3] = length * direction
+        index = np.flatnonzero(inlier)
+        projection0 = camera_matrix @ np.eye(3, 4)
+        projection1 = camera_matrix @ pose[:3]
+        homogeneous = cv2.triangulatePoints(projection0, projection1, a[index].T, b[index].T)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            triangulated = (homogeneous[:3] / homogeneous[3]).T
+        front = np.all(np.isfinite(triangulated), axis=1) & (triangulated[:, 2] > 0)
+        return pose, index, triangulated[front], index[front]
 
     def _solve_pnp(
         self, points: NDArray[np.float64], pixels: NDArray[np.float32], camera_matrix: NDArray[np.float64],

@@ -463,8 +463,53 @@ class ActiveKeyframe:
 
     # --- hand-over to the next keyframe --------------------------------------------------------
 
+    def sample_into(
+        self, pose_frame_keyframe: NDArray[np.float64], intrinsics: Intrinsics, guess: NDArray[np.float32],
+        iterations: int = 2,
+    ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        """The fused depth seen from a nearby frame, by backward warping: (H, W) inverse depth and variance.
+
+        Each frame pixel is back-projected at a guessed inverse depth (``guess``, (H, W) float32,
+        frame units; NaN where unknown), moved into the keyframe by the inverse of
+        ``pose_frame_keyframe`` (T_frame_keyframe), and the keyframe's fused inverse depth is
+        sampled there (bilinear); the sampled surface point is moved back into the frame for its
+        inverse depth there, which is the next iteration's guess. Variance follows
+        ``var * (rho_frame / rho_keyframe)^4``. NaN where the warp leaves the keyframe or finds no depth.
+        """
+        height, width = intrinsics.height, intrinsics.width
+        k_key = self.pyramid.intrinsics[0]
+        pose_keyframe_frame = np.linalg.inv(pose_frame_keyframe)
+        rows, cols = np.mgrid[0:height, 0:width].astype(np.float32)
+        bearing = np.stack([(cols - intrinsics.cx) / intrinsics.fx, (rows - intrinsics.cy) / intrinsics.fy], axis=-1)
+        rho = np.asarray(guess, dtype=np.float32)
+        var = np.full((height, width), np.nan, np.float32)
+        rotation = pose_keyframe_frame[:3, :3].astype(np.float32)
+        translation = pose_keyframe_frame[:3, 3].astype(np.float32)
+        # rows of rotation applied to the bearing (x, y, 1): the keyframe point is (R b + rho t) / rho
+        rotated = [rotation[i, 0] * bearing[..., 0] + rotation[i, 1] * bearing[..., 1] + rotation[i, 2]
+                   for i in range(3)]
+        back = np.linalg.inv(rotation.astype(np.float64)).astype(np.float32)
+        for _ in range(iterations):
+            with np.errstate(invalid="ignore", divide="ignore"):
+                x, y, z = (rotated[i] + rho * translation[i] for i in range(3))  # keyframe point times rho
+                u = k_key.fx * x / z + k_key.cx
+                v = k_key.fy * y / z + k_key.cy
+                u = np.where(z > 1e-6, u, np.nan).astype(np.float32)
+                sampled = sample_bilinear(self.inverse_depth, u, v)
+                sampled_var = sample_bilinear(self.inverse_depth_var, u, v)
+                # keyframe point at the sampled inverse depth, moved back into the frame: its z there
+                key_bearing = np.stack([(u - k_key.cx) / k_key.fx, (v - k_key.cy) / k_key.fy], axis=-1)
+                depth_key = 1.0 / sampled
+                moved_z = (back[2, 0] * (key_bearing[..., 0] * depth_key - translation[0])
+                           + back[2, 1] * (key_bearing[..., 1] * depth_key - translation[1])
+                           + back[2, 2] * (depth_key - translation[2]))
+                rho = np.where(moved_z > 1e-6, 1.0 / moved_z, np.nan).astype(np.float32)
+                var = (sampled_var * (rho / sampled) ** 4).astype(np.float32)
+        valid = np.isfinite(rho) & np.isfinite(var) & (rho > 0)
+        return np.where(valid, rho, np.nan).astype(np.float32), np.where(valid, var, np.nan).astype(np.float32)
+
     def propagate(
-        self, pose_new_keyframe: NDArray[np.float64], intrinsics: Intrinsics
+        self, pose_new_keyframe: NDArray[np.float64], intrinsics: Intrinsics,
     ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
         """Stereo-measured depth moved into a new camera: (H, W) inverse depth and variance maps.
 
@@ -557,3 +602,55 @@ def align_prior_to_reference(
     if not scale > 0:
         return None
     return float(scale), float(shift), int(np.count_nonzero(keep))
+
+
+def fuse_frame_depth(
+    network_rho: NDArray[np.float32], network_var: NDArray[np.float32], keyframe_rho: NDArray[np.float32],
+    keyframe_var: NDArray[np.float32], affine: tuple[float, float], config: FusionConfig,
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """A frame's best inverse depth: its network inverse depth corrected by the keyframe's fused depth.
+
+    CNN-SLAM's per-frame depth. The network map is mapped into the odometry's scale by ``affine``
+    (``scale * rho + shift``, from :func:`align_prior_to_reference` of this network map onto the
+    keyframe's), its smooth multiplicative error is removed with a bias field estimated from where
+    the keyframe depth sees the same surfaces (:func:`estimate_bias_field`, as for keyframes), and
+    it is fused per pixel (inverse-variance weighted) with the keyframe depth propagated into this
+    frame; the corrected network depth fills the rest.
+
+    Args:
+        network_rho: (H, W) float32 network inverse depth (its own units), NaN invalid.
+        network_var: (H, W) float32 its variance.
+        keyframe_rho: (H, W) float32 the keyframe's fused inverse depth propagated into this frame
+            (odometry units), NaN where nothing lands.
+        keyframe_var: (H, W) float32 its variance.
+        affine: (scale, shift) taking ``network_rho`` into odometry units.
+        config: the bias field settings and the accepted depth range.
+
+    Returns:
+        ``(rho, var)``: (H, W) float32 inverse depth (1 / odometry units) and variance, NaN invalid.
+
+    """
+    scale, shift = affine
+    with np.errstate(invalid="ignore", divide="ignore"):
+        prior = (scale * network_rho + shift).astype(np.float32)
+        prior_var = (network_var * scale * scale).astype(np.float32)
+        prior = np.where(prior > 1.0 / config.max_depth, prior, np.nan).astype(np.float32)
+        both = np.isfinite(prior) & np.isfinite(keyframe_rho) & (keyframe_rho > 0) & np.isfinite(keyframe_var)
+        log_ratio = np.where(both, np.log(keyframe_rho / np.where(both, prior, 1.0)), 0.0).astype(np.float32)
+        log_var = keyframe_var / keyframe_rho**2 + prior_var / prior**2
+        weight = np.where(both & (log_var > 0), 1.0 / np.where(both, log_var, 1.0), 0.0).astype(np.float32)
+    field = estimate_bias_field(log_ratio, weight, config.bias_field_sigma * prior.shape[1], config.bias_prior_std)
+    correction = np.exp(field)
+    corrected = prior * correction
+    corrected_var = prior_var * correction * correction
+    with np.errstate(invalid="ignore", divide="ignore"):
+        prior_info = np.where(np.isfinite(corrected) & (corrected_var > 0), 1.0 / corrected_var, 0.0)
+        keyframe_info = np.where(both, 1.0 / keyframe_var, 0.0)
+        info = prior_info + keyframe_info
+        rho = (np.nan_to_num(corrected) * prior_info + np.nan_to_num(keyframe_rho) * keyframe_info) / info
+        only_keyframe = ~np.isfinite(corrected) & np.isfinite(keyframe_rho) & (keyframe_rho > 0) & (keyframe_var > 0)
+        rho = np.where(only_keyframe, keyframe_rho, rho)
+        var = np.where(only_keyframe, keyframe_var, 1.0 / info)
+        valid = ((info > 0) | only_keyframe) & np.isfinite(rho) & (rho > 1.0 / config.max_depth) & (
+            rho < 1.0 / config.min_depth)
+    return np.where(valid, rho, np.nan).astype(np.float32), np.where(valid, var, np.nan).astype(np.float32)

@@ -181,7 +181,7 @@ def test_image_decoders_by_encoding():
     for encoding in ("16UC1", "mono16"):
         depth = depth_from_image(raw_image(encoding, depth_mm))
         assert np.isnan(depth[0, 0]) and depth[0, 1] == pytest.approx(1.5)
-    with pytest.raises(ConversionError, match="encoding 'yuv422' is not supported"):
+    with pytest.raises(ConversionError, match="encoding 'yuv422' is not a camera image encoding"):
         rgb8_from_image(raw_image("yuv422", rgb))
     short = raw_image("rgb8", rgb)
     short.data = short.data[:-5]
@@ -208,7 +208,7 @@ def test_undecodable_image_is_a_dataset_error_naming_bag_and_topic(tmp_path):
         factory = bag.factory
         bag.write("/cam/image", 1, factory.new(IMAGE, header=header_from_ns(1, "cam", factory), height=H, width=W,
                                                encoding="yuv422", step=2 * W, data=np.zeros(2 * W * H, np.uint8)))
-    with pytest.raises(DatasetError, match=r"bag /cam/image: Image.encoding 'yuv422' is not supported"):
+    with pytest.raises(DatasetError, match=r"bag /cam/image: Image.encoding 'yuv422' is not a camera image encoding"):
         BagSequence(tmp_path / "bag", calib=K)
 
 

@@ -303,3 +303,11 @@ def test_a_failing_callback_with_a_frame_outliving_the_join_still_fails_the_exit
     assert result.returncode == 1, output
     assert "still processing a frame" in output and "ZeroDivisionError" in output, output
     assert "not reached" not in output, output
+
+
+@pytest.mark.parametrize("focal, cx", [(1e-6, 15.5), (1e12, 15.5), (30.0, -1e6)])
+def test_implausible_intrinsics_are_refused_and_the_node_keeps_waiting(harness, focal, cx):
+    node = harness[0]
+    info = camera_info_from_calibration(CameraCalibration(Intrinsics(focal, focal, cx, 11.5, W, H)))
+    node._on_camera_info(info)  # as the subscription would, on the node's own thread
+    assert node.calibration is None and node.rectifier is None

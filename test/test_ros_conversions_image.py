@@ -376,3 +376,11 @@ def test_format_naming_an_impossible_encoding_raises():
 def test_unencodable_input_raises(encoding, codec, problem):
     with pytest.raises(ConversionError, match=problem):
         compressed_from_numpy(random_pixels(encoding), encoding, codec)
+
+
+@pytest.mark.parametrize("encoding", ["32FC1", "16UC1", "32FC2", "yuv422"])
+def test_camera_input_refuses_output_encodings_listing_only_camera_encodings(encoding):
+    msg = Image(height=2, width=2, encoding=encoding, step=16, data=bytes(32))
+    with pytest.raises(ConversionError, match="not a camera image encoding") as err:
+        rgb8_from_image(msg)
+    assert "32FC1" not in str(err.value).split("supported:")[1] and "rgb8" in str(err.value)

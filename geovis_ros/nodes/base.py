@@ -37,6 +37,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
 from geovis_ros.frame import Frame
+from geovis_ros.geometry.camera import CameraModelError, check_plausible_intrinsics
 from geovis_ros.nodes.frame_queue import FrameQueue
 from geovis_ros.nodes.health import ERROR, OK, STALE, WARN, Check, WindowedCounters, worst
 from geovis_ros.nodes.params import declare_parameters
@@ -177,10 +178,11 @@ class PerceptionNode(Node):
     def _on_camera_info(self, msg: CameraInfo) -> None:
         try:
             calibration = calibration_from_camera_info(msg)
+            check_plausible_intrinsics(calibration.intrinsics, calibration.distortion_model)
             projection = tuple(float(v) for v in msg.p)
             if calibration != self.calibration or projection != self._projection or self.rectifier is None:
                 self.rectifier = Rectifier(calibration, projection)  # remap tables: once per calibration
-        except ConversionError as err:
+        except (ConversionError, CameraModelError) as err:
             self.log_error("camera_info", f"invalid camera_info on {self._info_sub.topic_name}: {err}")
             return
         self.calibration, self._projection = calibration, projection

@@ -57,6 +57,8 @@ _OPENCV_CHANNEL_ORDER = {"rgb8": "RGB", "bgr8": "BGR", "rgba8": "RGBA", "bgra8":
 _SAME_PIXELS = {frozenset({"mono16", "16UC1"})}
 # Generic OpenCV names read as the encoding they stand for (never written).
 _READ_ALIASES = {"8UC1": "mono8", "8UC3": "bgr8"}
+# Encodings a camera image may arrive in (rgb8_from_image); depth and flow encodings are outputs only.
+COLOUR_INPUTS: tuple[str, ...] = (*_OPENCV_CHANNEL_ORDER, "mono16")
 # Depth encodings read in millimetres (besides 32FC1 in metres).
 _MILLIMETRE_DEPTH_ENCODINGS = ("16UC1", "mono16")
 
@@ -172,9 +174,14 @@ def convert_colour(pixels: NDArray[Any], source_encoding: str, target_encoding: 
 def rgb8_from_image(msg: Message) -> NDArray[np.uint8]:
     """RGB pixels (H, W, 3) uint8 of a colour or mono Image (rgb8/bgr8/rgba8/bgra8/mono8/mono16).
 
-    rgb8 gives the zero-copy view of :func:`numpy_from_image`; the others a new array.
+    rgb8 gives the zero-copy view of :func:`numpy_from_image`; the others a new array. Any other
+    encoding (depth and flow images included) is refused naming the colour inputs, before any pixel is read.
     """
-    return convert_colour(numpy_from_image(msg), read_encoding(msg), "rgb8")
+    encoding = read_encoding(msg)
+    if encoding not in COLOUR_INPUTS:
+        raise ConversionError(f"Image.encoding {msg.encoding!r} is not a camera image encoding; supported: "
+                              f"{', '.join(COLOUR_INPUTS)} (and 8UC1, 8UC3 read as mono8, bgr8)")
+    return convert_colour(numpy_from_image(msg), encoding, "rgb8")
 
 
 def depth_from_image(msg: Message) -> NDArray[np.float32]:

@@ -312,3 +312,16 @@ def test_unreadable_metadata_is_one_line(tmp_path):
     with pytest.raises(DatasetError, match="cannot read bag") as raised:
         BagSequence(bag)
     assert "\n" not in str(raised.value)
+
+
+def test_odometry_over_a_bag_reports_its_skipped_messages(tmp_path, capsys):
+    from geovis_ros.cli import main
+
+    frames = make_frames(5)
+    bag = write_bag(tmp_path / "bag", frames, with_depth=True)
+    rewrite_messages(bag, "/camera/image_raw", [2], lie_about_data_length)
+    rewrite_messages(bag, "/ground_truth/odom", range(5), lambda raw: raw[:20])  # nothing to score against
+    assert main(["odometry", str(bag), "--out", str(tmp_path / "t.txt"), "--depth-source", "gt"]) == 0
+    out = capsys.readouterr().out
+    assert "frames       4 (" in out  # the bad image is skipped, the other four are tracked
+    assert "6 bad message(s) skipped; " in out and "/camera/image_raw: 1 (" in out and "/ground_truth/odom: 5 (" in out

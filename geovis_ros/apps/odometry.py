@@ -46,6 +46,7 @@ from numpy.typing import NDArray
 
 from geovis_ros.apps.ply import write_ply
 from geovis_ros.apps.run_report import run_report, write_json_report
+from geovis_ros.data.bag import BagSequence
 from geovis_ros.data.image_io import DatasetError, write_depth_png
 from geovis_ros.data.readers import open_sequence
 from geovis_ros.data.sequence import SequenceFrame
@@ -498,6 +499,8 @@ def run(args: argparse.Namespace) -> int:
         write_json_report(args.report, run_report(result.odometry, result.keyframes, result.loops, result.timings_ms,
                                                   scores, depth_scores))
     print(_summary(result, backend, args, scores, depth_scores))
+    if isinstance(source, BagSequence) and source.skipped.total:
+        print(f"input        {source.skipped.summary()}")
     return 0
 
 

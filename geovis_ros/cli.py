@@ -26,6 +26,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "vo-bench": ("geovis_ros.apps.vo_bench",
                  "odometry, fusion, loop-closure and map-memory benchmarks on synthetic sequences"),
     "process-bag": ("geovis_ros.apps.process_bag", "run the whole pipeline over a recorded bag, without ROS"),
+    "pipeline-bench": ("geovis_ros.apps.pipeline_bench",
+                       "ms per pipeline stage and per frame at several sizes, with the DIS and features peers"),
     "soak-bench": ("geovis_ros.apps.soak_bench", "long synthetic loop through the pipeline: RSS after the map bounds"),
     "demo": ("geovis_ros.apps.demo", "synthetic sequence through pipeline_node over DDS; writes out/demo"),
 }

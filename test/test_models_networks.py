@@ -20,6 +20,7 @@ from geovis_ros.models.depth import CANONICAL_FX, DepthNet, canonical_depth_targ
 from geovis_ros.models.flow import (
     FlowRefineNet,
     dis_flow,
+    dis_object,
     forward_backward_consistency,
     initial_flow,
     pad_to_multiple,
@@ -208,3 +209,21 @@ def test_seeded_dis_reaches_motions_that_plain_dis_loses():
     seeded = initial_flow(first, second)
     assert np.abs(seeded[inner][..., 0] - shift).mean() < 0.5 < plain_error
     assert np.abs(seeded[inner][..., 1]).mean() < 0.5
+
+
+def test_dis_objects_are_reused_per_thread_preset_and_size():
+    """One DIS object per (thread, preset, image size): reused frame after frame, never shared or resized."""
+    import threading
+
+    first = dis_object("medium", 240, 320)
+    assert dis_object("medium", 240, 320) is first
+    assert dis_object("fast", 240, 320) is not first and dis_object("medium", 48, 64) is not first
+    other: list[object] = []
+    worker = threading.Thread(target=lambda: other.append(dis_object("medium", 240, 320)))
+    worker.start()
+    worker.join()
+    assert other[0] is not first
+    rng = np.random.default_rng(1)
+    a = cv2.GaussianBlur(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), (0, 0), 1.5)
+    b = np.roll(a, 2, axis=1)
+    np.testing.assert_array_equal(initial_flow(a, b), initial_flow(a, b))  # reuse keeps no state between calls

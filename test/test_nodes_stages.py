@@ -189,6 +189,24 @@ def test_depth_node_follows_a_size_change_with_new_camera_info(depth_probe):
     probe.send_info(K)  # back to the size the other tests use
 
 
+def test_per_frame_cloud_is_computed_only_while_points_has_a_subscriber(ros):
+    probe = ros.start(DepthNode, "/depth_unheard_test", input_width=64)
+    probe.send_info()
+    topic = "/depth_unheard_test/points"
+    for subscription in [s for s in ros.peer.subscriptions if s.topic_name == topic]:
+        ros.peer.destroy_subscription(subscription)
+    assert ros.spin_until(lambda: probe.node.count_subscribers(topic) == 0, 5.0)
+    probe.send_image(1_000, texture(6))
+    assert probe.wait("depth/image", 1)
+    assert "points" not in probe.node.pipeline.describe()  # the last frame's cloud was never computed
+    probe._subscribe(PointCloud2, "points", OUTPUT_QOS)
+    assert ros.spin_until(lambda: probe.node.count_subscribers(topic) == 1, 5.0)
+    probe.send_image(2_000, texture(7))
+    assert probe.wait("points", 1)
+    xyz, _ = numpy_from_pointcloud(probe.received["points"][0])
+    assert int(probe.node.pipeline.describe()["points"]) == xyz.shape[0]
+
+
 def test_depth_node_reads_compressed_images_and_switches_outputs_at_run_time(ros):
     probe = ros.start(DepthNode, "/depth_compressed_test", input_width=64, use_compressed=True,
                       publish_colored=False, publish_points=False)

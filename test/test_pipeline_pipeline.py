@@ -28,6 +28,7 @@ def test_config_from_parameters_maps_every_pipeline_parameter(tmp_path):
         "backend": "onnxruntime", "device": "cpu", "precision": "fp16", "engine_cache_dir": str(tmp_path),
         "model_depth": "/models/d.onnx", "model_flow": "/models/f.onnx", "model_pose": "/models/p.onnx",
         "model_depth_card": "depth_anything_v2", "model_flow_card": "/models/f.yaml",
+        "flow_refinement": "network",
         "input_width": 160, "input_height": 100, "odometry_method": "features", "motion_prior": "pose_network",
         "odom_frame": "world", "map_voxel_size": 0.1, "map_max_points": 5000, "points_stride": 4,
         "points_confidence": 2.0, "camera_height": 1.2,
@@ -41,6 +42,7 @@ def test_config_from_parameters_maps_every_pipeline_parameter(tmp_path):
     assert config.flow_network.engine == engine  # one runtime for every network
     assert config.depth_network.model_path == "/models/d.onnx" and config.flow_network.model_path == "/models/f.onnx"
     assert config.depth_network.card == "depth_anything_v2" and config.flow_network.card == "/models/f.yaml"
+    assert config.flow_network.flow_refinement == "network"
     assert config.pose_network.model_path == "/models/p.onnx" and config.pose_prior
     assert not pipeline_config_from_parameters(values, ("depth",)).pose_prior  # no odometry, no pose prior
     assert config.depth_network.input_width == 160 and config.max_network_height == 100
@@ -217,3 +219,11 @@ def test_a_camera_height_known_later_restarts_the_odometry_with_metric_scale(seq
     for bad in (0.0, -1.0, float("nan")):
         with pytest.raises(ValueError, match="camera height"):
             pipeline.set_camera_height(bad)
+
+
+def test_the_per_frame_cloud_is_skipped_when_not_asked_for(sequence):
+    pipeline = Pipeline(pipeline_config_from_parameters(TORCH, ("depth",)))
+    frames = [Frame(f.stamp_ns, f.rgb, f.intrinsics, "cam") for f in sequence[:2]]
+    skipped, computed = pipeline(frames[0], points=False), pipeline(frames[1])
+    assert skipped.depth is not None and skipped.points is None and "points" not in skipped.timings_ms
+    assert computed.points is not None and len(computed.points.xyz) > 0 and "points" in computed.timings_ms

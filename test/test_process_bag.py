@@ -219,11 +219,11 @@ def test_a_failed_run_leaves_no_half_bag_and_a_rerun_works(input_bag, tmp_path, 
     calls = []
     run_frame = Pipeline.__call__
 
-    def failing_on_the_third_frame(self, frame):
+    def failing_on_the_third_frame(self, frame, points=True):
         calls.append(frame.stamp_ns)
         if len(calls) == 3:
             raise GeovisError("the accelerator fell off the bus")
-        return run_frame(self, frame)
+        return run_frame(self, frame, points)
 
     monkeypatch.setattr(Pipeline, "__call__", failing_on_the_third_frame)
     output = tmp_path / "out"

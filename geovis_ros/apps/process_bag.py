@@ -254,7 +254,8 @@ class _RunState:
             return
         self.last_stamp_ns = item.stamp_ns
         self.intrinsics = item.intrinsics
-        result = pipeline(Frame(item.stamp_ns, item.rgb, item.intrinsics, camera_frame))
+        result = pipeline(Frame(item.stamp_ns, item.rgb, item.intrinsics, camera_frame),
+                          points="points" in output.topics)
         self.done_s.append(time.perf_counter())
         self.latencies_ms.append(result.timings_ms["total"])
         for stage, ms in result.timings_ms.items():

@@ -132,17 +132,13 @@ def textured_pair(height: int, width: int, shift: tuple[int, int] = (2, 3), seed
 
 def bench_dis(sizes: Sequence[tuple[int, int]], warmup: int, iterations: int) -> list[BenchResult]:
     """OpenCV DIS optical flow, each preset at each size, and the flow network's initialisation (CPU, wall clock)."""
-    import cv2
+    from geovis_ros.models.flow import dis_object, initial_flow
 
-    from geovis_ros.models.flow import initial_flow
-
-    presets = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
-               "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
     results = []
     for size in sizes:
         first, second = textured_pair(*size)
         for preset in DIS_PRESETS:
-            dis = cv2.DISOpticalFlow_create(presets[preset])  # type: ignore[attr-defined]
+            dis = dis_object(preset, *size)
             samples = measure(functools.partial(dis.calc, first, second, None), warmup, iterations)
             results.append(_result(f"dis-{preset}", "opencv", "cpu", "fp32", size, size, "wall-clock", samples))
         first_rgb, second_rgb = (np.repeat(image[..., None], 3, axis=2) for image in (first, second))

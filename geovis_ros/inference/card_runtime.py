@@ -245,23 +245,36 @@ def network_intrinsics(intrinsics: Intrinsics, plan: ResizePad) -> Intrinsics:
     return replace(resized, width=plan.padded[1], height=plan.padded[0])
 
 
+def flow_init_input(images: Mapping[str, NDArray[np.uint8]], plan: ResizePad) -> NDArray[np.float32]:
+    """The ``flow_init`` tensor (1, 2, h, w) float32, network pixels: seeded DIS of the resized images, edge-padded.
+
+    ``images``: role (``image1``, ``image2``) -> (H, W, 3) uint8 RGB. The same layout as a flow
+    network's output, so :func:`flow_from_outputs` turns either into source pixels.
+    """
+    first, second = (resized_image(images[r], plan.resized) for r in ("image1", "image2"))
+    flow = np.pad(initial_flow(first, second), ((0, plan.pad_bottom), (0, plan.pad_right), (0, 0)), mode="edge")
+    return np.ascontiguousarray(flow.transpose(2, 0, 1)[None], dtype=np.float32)
+
+
 def model_inputs(card: ModelCard, names: Mapping[str, str], images: Mapping[str, NDArray[np.uint8]],
-                 plan: ResizePad, intrinsics: Intrinsics | None = None) -> dict[str, NDArray[np.float32]]:
+                 plan: ResizePad, intrinsics: Intrinsics | None = None,
+                 ready: Mapping[str, NDArray[np.float32]] | None = None) -> dict[str, NDArray[np.float32]]:
     """The network inputs for ``images`` (role -> (H, W, 3) uint8 RGB), per the card, keyed by ``names[role]``.
 
     ``flow_init`` is the seeded DIS flow of the resized images, edge-padded; ``intrinsics`` the
-    network-input intrinsics as (1, 4) float32 fx, fy, cx, cy.
+    network-input intrinsics as (1, 4) float32 fx, fy, cx, cy. ``ready``: role -> a tensor this
+    function already made for the same image and ``plan`` (e.g. the previous frame's ``image2``
+    as this frame's ``image1``), used as is instead of normalising the image again.
     """
     inputs: dict[str, NDArray[np.float32]] = {}
     for card_input in card.inputs:
         name = names[card_input.role]
-        if card_input.role in IMAGE_ROLES:
+        if ready is not None and card_input.role in ready:
+            inputs[name] = ready[card_input.role]
+        elif card_input.role in IMAGE_ROLES:
             inputs[name] = image_input(card_input, images[card_input.role], plan, card.size.pad)
         elif card_input.role == "flow_init":
-            first, second = (resized_image(images[r], plan.resized) for r in ("image1", "image2"))
-            flow = np.pad(initial_flow(first, second), ((0, plan.pad_bottom), (0, plan.pad_right), (0, 0)),
-                          mode="edge")
-            inputs[name] = np.ascontiguousarray(flow.transpose(2, 0, 1)[None], dtype=np.float32)
+            inputs[name] = flow_init_input(images, plan)
         else:
             if intrinsics is None:
                 raise CardError(f"model card {card.key}: the model takes intrinsics but none were given")

@@ -14,6 +14,9 @@ output ``flow`` (B, 2, H, W) float32 pixels. H and W multiples of :data:`FLOW_MU
 
 from __future__ import annotations
 
+import threading
+from typing import Any
+
 import cv2
 import numpy as np
 import torch
@@ -38,6 +41,8 @@ from geovis_ros.models.blocks import (
 
 FLOW_MULTIPLE = 16
 DIS_PRESETS = {"ultrafast": 0, "fast": 1, "medium": 2}
+DIS_OBJECTS_KEPT = 8  # DIS objects (preset x image size) kept per thread
+_DIS_OBJECTS = threading.local()  # per thread (a DIS object is not thread-safe): (preset, H, W) -> DIS object
 
 
 class _LevelEstimator(nn.Module):
@@ -141,6 +146,24 @@ SEED_DOWNSCALE = 4
 FLOW_INIT_METHOD = f"dis-medium-seeded-1/{SEED_DOWNSCALE}"
 
 
+def dis_object(preset: str, height: int, width: int) -> Any:
+    """The calling thread's OpenCV DIS optical flow object of ``preset`` for ``height`` x ``width`` images.
+
+    Created once per thread, preset and size, then reused (the last :data:`DIS_OBJECTS_KEPT`
+    kept): one DIS object must not see another image size (OpenCV 4 keeps its buffers and
+    crashes), nor two threads at once. Raises ModelInputError for an unknown preset.
+    """
+    if preset not in DIS_PRESETS:
+        raise ModelInputError(f"unknown DIS preset {preset!r}; choose one of {sorted(DIS_PRESETS)}")
+    objects: dict[tuple[str, int, int], Any] = _DIS_OBJECTS.__dict__.setdefault("by_key", {})
+    key = (preset, height, width)
+    dis = objects.pop(key, None) or cv2.DISOpticalFlow_create(DIS_PRESETS[preset])  # type: ignore[attr-defined]
+    objects[key] = dis  # most recently used last
+    while len(objects) > DIS_OBJECTS_KEPT:
+        del objects[next(iter(objects))]
+    return dis
+
+
 def dis_flow(
     rgb1: NDArray[np.uint8], rgb2: NDArray[np.uint8], preset: str = "medium", seed_downscale: int = 1
 ) -> NDArray[np.float32]:
@@ -152,15 +175,14 @@ def dis_flow(
     ``seed_downscale = s > 1`` DIS first runs on the pair area-downscaled by s and reflect-padded
     back to the full size (the padding only makes DIS build a pyramid s times deeper: 1/32 at
     320x240 for s = 4); that flow, upsampled, seeds DIS at full resolution, which keeps DIS's
-    sub-pixel detail. Costs about two DIS runs.
+    sub-pixel detail. Costs about two DIS runs (of one reused DIS object, :func:`dis_object`).
     """
-    if preset not in DIS_PRESETS:
-        raise ModelInputError(f"unknown DIS preset {preset!r}; choose one of {sorted(DIS_PRESETS)}")
     if rgb1.shape != rgb2.shape or rgb1.ndim != 3 or rgb1.shape[2] != 3:
         raise ModelInputError(f"expected two (H, W, 3) images of equal size, got {rgb1.shape} and {rgb2.shape}")
     if seed_downscale < 1:
         raise ModelInputError(f"seed_downscale must be >= 1, got {seed_downscale}")
     h, w = rgb1.shape[:2]
+    dis = dis_object(preset, h, w)
     gray1 = cv2.cvtColor(rgb1, cv2.COLOR_RGB2GRAY)
     gray2 = cv2.cvtColor(rgb2, cv2.COLOR_RGB2GRAY)
     small_w, small_h = w // seed_downscale, h // seed_downscale
@@ -171,13 +193,11 @@ def dis_flow(
                                0, h - small_h, 0, w - small_w, cv2.BORDER_REFLECT)
             for g in (gray1, gray2)
         ]
-        coarse = cv2.DISOpticalFlow_create(DIS_PRESETS[preset])  # type: ignore[attr-defined]
-        small_flow = coarse.calc(padded[0], padded[1], None)[:small_h, :small_w]
+        small_flow = dis.calc(padded[0], padded[1], None)[:small_h, :small_w]
         seed = cv2.resize(small_flow, (w, h), interpolation=cv2.INTER_LINEAR)
         seed *= np.array([w / small_w, h / small_h], np.float32)
-    fine = cv2.DISOpticalFlow_create(DIS_PRESETS[preset])  # type: ignore[attr-defined]
     try:
-        return fine.calc(gray1, gray2, seed).astype(np.float32)
+        return np.asarray(dis.calc(gray1, gray2, seed), dtype=np.float32)
     except cv2.error as err:  # OpenCV refuses images too small for its patches (e.g. 10x10)
         raise ModelInputError(f"DIS optical flow cannot run on {w}x{h} images: {err.err}") from None
 

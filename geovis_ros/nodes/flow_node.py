@@ -14,7 +14,8 @@ from geovis_ros.nodes.stage_node import COMMON_PARAMETERS, StageNode
 class FlowNode(StageNode):
     """Publishes flow/image (32FC2, pixels) and flow/colored; nothing for the first frame of a stream."""
 
-    PARAMETERS = [*COMMON_PARAMETERS, "model_flow", "model_flow_card", "publish_flow", "publish_colored"]
+    PARAMETERS = [*COMMON_PARAMETERS, "model_flow", "model_flow_card", "flow_refinement", "publish_flow",
+                  "publish_colored"]
     STAGES = ("flow",)
     OUTPUTS = ("flow",)
 

@@ -51,6 +51,9 @@ PARAMS: tuple[ParamSpec, ...] = (
               "empty = <model>.yaml beside the ONNX, else the shipped card"),
     ParamSpec("model_flow_card", "", "model card of model_flow: a preset name (geovis models) or a card file; "
               "empty = <model>.yaml beside the ONNX, else the shipped card"),
+    ParamSpec("flow_refinement", "auto", "flow networks with a flow_init input (the shipped one): network runs the "
+              "learned refinement, initialisation returns its seeded-DIS initialisation, auto: the initialisation on "
+              "a CPU backend, the network on a GPU", ("auto", "network", "initialisation")),
     ParamSpec("model_pose", "", "pose model (.safetensors or .onnx) for motion_prior pose_network; empty = shipped "
               "default"),
     ParamSpec("input_width", 320, "network input width, pixels (flow and user depth models; the shipped depth "

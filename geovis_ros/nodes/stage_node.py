@@ -8,7 +8,8 @@ Output groups (topic names relative, so the launch namespace applies):
 - ``depth``: ``depth/image`` (32FC1 m), ``depth/camera_info`` (of the rectified image),
   ``depth/uncertainty`` (32FC1 m), ``depth/colored`` (rgb8), switches ``publish_depth`` /
   ``publish_colored``;
-- ``points``: ``points`` (PointCloud2 xyz + rgb, camera frame), switch ``publish_points``;
+- ``points``: ``points`` (PointCloud2 xyz + rgb, camera frame), switch ``publish_points``; the cloud is
+  computed only for a frame it will be published for (switch on and the topic has a subscriber);
 - ``flow``: ``flow/image`` (32FC2 px, previous -> this frame), ``flow/colored`` (rgb8), switches
   ``publish_flow`` / ``publish_colored``;
 - ``odometry`` (REP 105): ``odom`` (Odometry in ``odom_frame``, child ``base_frame``), ``path``
@@ -142,12 +143,14 @@ class StageNode(PerceptionNode):
             self._ground_frame = None
             if height is not None:
                 self.pipeline.set_camera_height(height)
-        result = self.pipeline(frame)
+        switches = {name: self._switch(name) for name in (*RUNTIME_SWITCHES, "publish_flow")}
+        wanted = set(output_topics(self.OUTPUTS, switches)) & set(self._outputs)
+        if "points" in wanted and not self._outputs["points"].get_subscription_count():
+            wanted.discard("points")  # nobody listens: the cloud is not even computed
+        result = self.pipeline(frame, points="points" in wanted)
         self._description = self.pipeline.describe()
         self._observe(result)
         out_header = Header(stamp=header.stamp, frame_id=frame.frame_id)
-        switches = {name: self._switch(name) for name in (*RUNTIME_SWITCHES, "publish_flow")}
-        wanted = set(output_topics(self.OUTPUTS, switches)) & set(self._outputs)
         extrinsic = self._tf.extrinsic(frame.frame_id) if self._tf is not None else None
         if self._tf is not None and self._tf.available and self._switch("publish_tf") and "odometry" in self.OUTPUTS:
             wanted.add("tf")

@@ -37,7 +37,7 @@ STAGES: tuple[str, ...] = ("depth", "flow", "odometry", "mapping")
 # Node parameters (geovis_ros.nodes.params) that pipeline_config_from_parameters reads.
 PIPELINE_PARAMETERS: tuple[str, ...] = (
     "backend", "device", "precision", "engine_cache_dir", "model_depth", "model_flow", "model_pose",
-    "model_depth_card", "model_flow_card", "input_width",
+    "model_depth_card", "model_flow_card", "flow_refinement", "input_width",
     "input_height", "odometry_method", "motion_prior", "odom_frame", "map_voxel_size", "map_max_points",
     "points_stride", "points_confidence", "camera_height",
 )
@@ -154,7 +154,8 @@ def pipeline_config_from_parameters(values: Mapping[str, Any], stages: tuple[str
         depth_network=NetworkConfig(engine=engine, input_width=width, model_path=values.get("model_depth", ""),
                                     card=values.get("model_depth_card", "")),
         flow_network=NetworkConfig(engine=engine, input_width=width, model_path=values.get("model_flow", ""),
-                                   card=values.get("model_flow_card", "")),
+                                   card=values.get("model_flow_card", ""),
+                                   flow_refinement=values.get("flow_refinement", NetworkConfig().flow_refinement)),
         pose_network=NetworkConfig(engine=engine, input_width=width, model_path=values.get("model_pose", "")),
         pose_prior="odometry" in stages and motion_prior == "pose_network",
         max_network_height=int(values.get("input_height", defaults.max_network_height)),
@@ -192,8 +193,12 @@ class Pipeline:
         self._last_empty_warning = -math.inf
 
     # -- streaming -----------------------------------------------------------------------
-    def __call__(self, frame: Frame) -> PipelineResult:
-        """Run every enabled stage on ``frame``; ``timings_ms`` holds each stage's wall time."""
+    def __call__(self, frame: Frame, points: bool = True) -> PipelineResult:
+        """Run every enabled stage on ``frame``; ``timings_ms`` holds each stage's wall time.
+
+        ``points``: compute the per-frame point cloud (``result.points``); a caller that will not
+        publish or write it passes False and saves its time (the map does not use it).
+        """
         start = time.perf_counter()
         self._fit_networks(frame)
         result = PipelineResult(frame=frame)
@@ -215,7 +220,7 @@ class Pipeline:
             clock = _lap(timings, "odometry", clock)
             result.depth = self.odometry_stage.frame_depth(result.depth)
             clock = _lap(timings, "fused_depth", clock)
-        if result.depth is not None:
+        if points and result.depth is not None:
             result.points = depth_to_cloud(result.depth.depth, result.depth.std, frame.image, frame.intrinsics,
                                            self.config.cloud, frame.frame_id)
             self._check_cloud(result.points)

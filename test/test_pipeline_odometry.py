@@ -12,14 +12,14 @@ from geovis_ros.apps.stage_benchmarks import run_odometry
 from geovis_ros.eval.metrics_traj import ate
 from geovis_ros.eval.simulated_depth import network_like_depth
 from geovis_ros.frame import DepthResult, Frame, OdometryResult, TrackingState
-from geovis_ros.geometry.se3 import invert, rotation_angle, se3_log
+from geovis_ros.geometry.se3 import invert, orthonormalized, rotation_angle, se3_log
 from geovis_ros.pipeline.keyframe_feed import KeyframeFeed
 from geovis_ros.slam.backend.slam_backend import BackendConfig, SlamBackend
 from geovis_ros.slam.frontend.config import OdometryConfig, TrackingConfig
 from geovis_ros.slam.frontend.estimate import TrackingFailure
 from geovis_ros.slam.frontend.odometry import KeyframeEventKind, OdometryStage
 from geovis_ros.slam.frontend.pyramid import ImagePyramid
-from geovis_ros.slam.frontend.tracking import DirectTracker, TrackingReference, orthonormalized
+from geovis_ros.slam.frontend.tracking import DirectTracker, TrackingReference
 
 DIRECT = OdometryConfig()
 FEATURES = OdometryConfig(method="features", fusion=dataclasses.replace(DIRECT.fusion, enabled=False))

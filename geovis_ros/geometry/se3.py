@@ -173,6 +173,22 @@ def se3_adjoint(pose: ArrayLike) -> NDArray[np.float64]:
     return out
 
 
+def orthonormalized(pose: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Copy of a 4x4 pose whose rotation is projected back onto SO(3) (nearest rotation, via SVD).
+
+    Long chains of pose products accumulate rounding; transposing a slightly non-orthonormal
+    rotation (as :func:`invert` does) then amplifies the error.
+    """
+    out = np.array(pose, dtype=np.float64)
+    u, _, vt = np.linalg.svd(out[:3, :3])
+    rotation = u @ vt
+    if np.linalg.det(rotation) < 0:
+        rotation = u @ np.diag([1.0, 1.0, -1.0]) @ vt
+    out[:3, :3] = rotation
+    out[3] = (0.0, 0.0, 0.0, 1.0)
+    return out
+
+
 def make_pose(rotation: ArrayLike, translation: ArrayLike) -> NDArray[np.float64]:
     """Pose (4, 4) from a rotation (3, 3) and a translation (3,) in metres."""
     t = np.eye(4)

@@ -26,7 +26,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from geovis_ros.errors import GeovisError
-from geovis_ros.geometry.se3 import invert, se3_adjoint, se3_exp, se3_log, se3_right_jacobian_inverse
+from geovis_ros.geometry.se3 import invert, orthonormalized, se3_adjoint, se3_exp, se3_log, se3_right_jacobian_inverse
 
 if TYPE_CHECKING:
     from scipy.sparse import csc_matrix
@@ -141,10 +141,7 @@ def nearest_rigid(pose: ArrayLike, tolerance: float = 1e-3) -> NDArray[np.float6
     deviation = float(np.abs(rotation @ rotation.T - np.eye(3)).max())
     if deviation > tolerance:
         raise PoseGraphError(f"rotation is not orthonormal (max |R R^T - I| = {deviation:.2g} > {tolerance:g})")
-    u, _, vt = np.linalg.svd(rotation)
-    repaired = pose.copy()
-    repaired[:3, :3] = u @ np.diag([1.0, 1.0, np.linalg.det(u @ vt)]) @ vt
-    return repaired
+    return orthonormalized(pose)
 
 
 def _check_pose(pose: ArrayLike, what: str) -> NDArray[np.float64]:

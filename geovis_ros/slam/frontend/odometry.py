@@ -55,7 +55,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from geovis_ros.frame import DepthResult, FlowResult, Frame, OdometryResult, ScaleSource, TrackingState
-from geovis_ros.geometry.se3 import invert, se3_exp, se3_log
+from geovis_ros.geometry.se3 import invert, orthonormalized, se3_adjoint, se3_exp, se3_log
 from geovis_ros.slam.frontend.config import OdometryConfig, vehicle_features
 from geovis_ros.slam.frontend.estimate import TrackingEstimate, TrackingFailure, failed_estimate
 from geovis_ros.slam.frontend.features import FeatureTracker
@@ -76,7 +76,7 @@ from geovis_ros.slam.frontend.keyframes import (
     keyframe_switch_reason,
 )
 from geovis_ros.slam.frontend.pyramid import ImagePyramid, sample_bilinear
-from geovis_ros.slam.frontend.tracking import DirectTracker, orthonormalized, twist_adjoint
+from geovis_ros.slam.frontend.tracking import DirectTracker
 
 _DEFAULT_FRAME_INTERVAL_S = 1.0 / 30.0  # used until two frames with distinct stamps were seen
 _UNKNOWN_SCALE_STD = 1.0  # log-scale std after a relative-depth run lost its scale reference
@@ -389,7 +389,7 @@ class OdometryStage:
             self.last_fusion = active.fuse(pyramid, pose_current_keyframe, estimate.brightness)
         pose_keyframe_current = invert(pose_current_keyframe)
         pose = orthonormalized(active.pose @ pose_keyframe_current)
-        adjoint = twist_adjoint(active.pose)
+        adjoint = se3_adjoint(active.pose)
         step = invert(self._pose) @ pose
         covariance = (adjoint @ (self.config.covariance_inflation * estimate.covariance) @ adjoint.T
                       + active.covariance + self._drift_covariance(step, pose, active.median_depth()))
@@ -422,7 +422,7 @@ class OdometryStage:
         t_std = cfg.drift_translation_fraction * translation + depth_term + cfg.min_translation_std
         r_std = cfg.drift_rotation_fraction * rotation + math.radians(cfg.min_rotation_std_deg)
         local = np.diag([t_std**2] * 3 + [r_std**2] * 3)
-        adjoint = twist_adjoint(pose)
+        adjoint = se3_adjoint(pose)
         return np.asarray(adjoint @ local @ adjoint.T, dtype=np.float64)
 
     def _lost(

@@ -29,7 +29,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from geovis_ros.geometry.camera import Intrinsics
-from geovis_ros.geometry.se3 import invert, rotation_angle, se3_exp, skew, so3_log
+from geovis_ros.geometry.se3 import invert, orthonormalized, rotation_angle, se3_exp, so3_log
 from geovis_ros.slam.frontend.config import TrackingConfig
 from geovis_ros.slam.frontend.estimate import TrackingEstimate, TrackingFailure, failed_estimate
 from geovis_ros.slam.frontend.pyramid import ImagePyramid, sample_bilinear
@@ -49,35 +49,6 @@ its keyframe stay well inside the bounds.
 """
 MAX_BRIGHTNESS_GAIN = 5.0
 """A converged gain at or above this fails the frame (the mirror of :data:`MIN_BRIGHTNESS_GAIN`)."""
-
-
-def twist_adjoint(pose: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Adjoint (6, 6) of a pose T_a_b for twists ordered (v, w): ``xi_a = Ad(T_a_b) xi_b``.
-
-    Moves a covariance of a left perturbation from frame b to frame a: ``Ad C Ad^T``.
-    """
-    rotation, translation = pose[:3, :3], pose[:3, 3]
-    adjoint = np.zeros((6, 6))
-    adjoint[:3, :3] = rotation
-    adjoint[3:, 3:] = rotation
-    adjoint[:3, 3:] = skew(translation) @ rotation
-    return adjoint
-
-
-def orthonormalized(pose: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Copy of a 4x4 pose whose rotation is projected back onto SO(3) (nearest rotation, via SVD).
-
-    Long chains of pose products accumulate rounding; transposing a slightly non-orthonormal
-    rotation (as :func:`geovis_ros.geometry.se3.invert` does) then amplifies the error.
-    """
-    out = np.array(pose, dtype=np.float64)
-    u, _, vt = np.linalg.svd(out[:3, :3])
-    rotation = u @ vt
-    if np.linalg.det(rotation) < 0:
-        rotation = u @ np.diag([1.0, 1.0, -1.0]) @ vt
-    out[:3, :3] = rotation
-    out[3] = (0.0, 0.0, 0.0, 1.0)
-    return out
 
 
 def select_pixels(

@@ -123,9 +123,9 @@ def test_end_point_drift_ignores_the_start_pose_and_measures_the_end() -> None:
     assert end_point_drift(truth, drifted) == pytest.approx(0.5)
 
 
-def _fake_sequence(name: str, is_loop: bool, ate_pct: float, drift_factor: float) -> dict:
+def _fake_sequence(name: str, is_loop: bool, ate_pct: float, drift_factor: float, nees: float = 3.0) -> dict:
     direct = {"ate_pct": ate_pct, "rpe_pct": 0.5, "reduction_pct": 40.0, "drift_factor": drift_factor,
-              "ms_mean": 12.0}
+              "ms_mean": 12.0, "position_nees_mean": nees}
     return {"sequence": name, "is_loop": is_loop, "ate_ratio": 3.0, "direct": direct}
 
 
@@ -137,9 +137,17 @@ def test_target_rows_report_the_worst_sequence() -> None:
     loop = rows["loop closure end drift >= 5x lower"]
     assert (loop.worst, loop.where, loop.met) == (6.0, "b/loop", True)  # only loop sequences count
     assert rows["tracking + fusion <= 20 ms/frame (mean)"].met
+    assert rows["position NEES within 3x of 3 dof"].met
     assert not any("memory" in title for title in rows)
     with_memory = target_rows(sequences, {"rss_growth_pct": 12.0})
     assert with_memory[-1].target.startswith("memory") and with_memory[-1].met is False
+
+
+def test_nees_target_names_the_sequence_farthest_from_three_either_way() -> None:
+    sequences = [_fake_sequence("a/handheld", False, 0.4, 1.0, nees=8.0),
+                 _fake_sequence("b/driving", False, 0.4, 1.0, nees=0.5)]
+    row = {row.target: row for row in target_rows(sequences, None)}["position NEES within 3x of 3 dof"]
+    assert (row.worst, row.where, row.met) == (0.5, "b/driving", False)  # 6x too cautious beats 2.7x overconfident
 
 
 def test_target_that_cannot_be_measured_is_not_a_miss() -> None:

@@ -84,7 +84,7 @@ from geovis_ros.apps.stage_benchmarks import MapBenchmark, benchmark_mapping, ru
 from geovis_ros.data.sequence import SequenceFrame
 from geovis_ros.errors import CommandError
 from geovis_ros.eval.metrics_depth import DepthMetricsAccumulator
-from geovis_ros.eval.metrics_traj import TrajectoryEvalError, evaluate_trajectory
+from geovis_ros.eval.metrics_traj import TrajectoryEvalError, evaluate_trajectory, position_consistency
 from geovis_ros.eval.simulated_depth import network_like_depth
 from geovis_ros.frame import DepthResult, Frame, TrackingState
 from geovis_ros.geometry.se3 import invert
@@ -244,7 +244,9 @@ def evaluate_method(
             e.g. from the pose network; None for constant velocity.
 
     Returns:
-        :func:`trajectory_scores` of the raw odometry, ``ate_final_m`` and ``end_drift_final_m``
+        :func:`trajectory_scores` of the raw odometry, its ``position_nees_mean`` and
+        ``position_error_over_sigma`` (:func:`~geovis_ros.eval.metrics_traj.position_consistency`:
+        is the pose covariance honest), ``ate_final_m`` and ``end_drift_final_m``
         of the loop-corrected trajectory, ``drift_factor`` (raw / corrected end drift),
         ``loops``, :func:`keyframe_depth_scores`, ``lost``,
         ``keyframes``, ``ms_mean``, ``ms_p90``, ``cpu_ms_mean`` (per frame, stage only).
@@ -264,11 +266,14 @@ def evaluate_method(
         raise ValueError("the frames carry no ground-truth poses; cannot score the trajectory")
     raw = np.stack([result.pose for result in run.odometry])
     scores = trajectory_scores(run.gt_poses, raw)
+    consistency = position_consistency(run.gt_poses, raw, np.stack([result.covariance for result in run.odometry]))
     corrected = trajectory_scores(run.gt_poses, run.poses)
     timed = run_odometry(config, ((Frame(item.stamp_ns, item.rgb, item.intrinsics), depth, None)
                                   for item, depth in zip(items, depths, strict=True)), pose_priors).summary()
     return {
         **scores,
+        "position_nees_mean": consistency["position_nees_mean"],
+        "position_error_over_sigma": consistency["position_error_over_sigma"],
         "ate_final_m": corrected["ate_m"],
         "end_drift_final_m": corrected["end_drift_m"],
         "drift_factor": scores["end_drift_m"] / corrected["end_drift_m"] if corrected["end_drift_m"] > 0 else math.inf,
@@ -316,7 +321,7 @@ def benchmark_sequence(
 
 _COLUMNS: tuple[tuple[str, int], ...] = (
     ("sequence", 16), ("method", 8), ("path m", 7), ("ATE m", 7), ("ATE %", 6), ("RPE %", 6), ("ATE x", 6),
-    ("KF AbsRel net", 13), ("fused", 6), ("red %", 6), ("cov %", 5), ("loops", 5), ("drift m", 7),
+    ("NEES", 6), ("KF AbsRel net", 13), ("fused", 6), ("red %", 6), ("cov %", 5), ("loops", 5), ("drift m", 7),
     ("after m", 7), ("drift x", 7), ("ms mean", 7), ("ms p90", 6), ("cpu ms", 6), ("lost", 4), ("KFs", 4),
 )
 
@@ -329,6 +334,7 @@ def _row(sequence: Scores, method: str) -> list[str]:
         format_number(scores["ate_m"], digits=4), format_number(scores["ate_pct"], digits=2),
         format_number(scores["rpe_pct"], digits=2),
         format_number(sequence["ate_ratio"], "x", 1) if first else "",
+        format_number(scores["position_nees_mean"], digits=2),
         format_number(scores["network_abs_rel"], digits=4), format_number(scores["fused_abs_rel"], digits=4),
         format_number(scores["reduction_pct"], digits=1), format_number(scores["coverage_pct"], digits=0),
         str(scores["loops"]),
@@ -428,6 +434,11 @@ def target_rows(sequences: Sequence[Scores], memory: Scores | None) -> list[Targ
         if subset:
             worst, where = _worst(subset, value, highest)
             rows.append(TargetRow(title, worst, unit, where, None if math.isnan(worst) else bool(meets(worst))))
+    if sequences:
+        nees = {str(s["sequence"]): float(s["direct"]["position_nees_mean"]) for s in sequences}
+        where = max(nees, key=lambda name: abs(math.log(nees[name] / 3.0)) if nees[name] > 0 else math.inf)
+        rows.append(TargetRow("position NEES within 3x of 3 dof", nees[where], "", where,
+                              None if math.isnan(nees[where]) else 1.0 <= nees[where] <= 9.0))
     if memory is not None and memory["rss_growth_pct"] is not None:
         growth = float(memory["rss_growth_pct"])
         rows.append(TargetRow("memory flat within 10 % after the bound", growth, "%", "map benchmark", growth <= 10.0))

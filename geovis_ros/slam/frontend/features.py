@@ -4,9 +4,11 @@ Shi-Tomasi corners are detected on each new keyframe where its depth is valid, g
 (keyframe frame, scale from the network depth). Every frame they are followed from the previous
 frame, either by pyramidal Lucas-Kanade with a forward-backward check (initialised by projecting
 the points with the predicted pose) or by the given optical flow. With enough parallax the
-rotation and the direction of travel come from the essential matrix (5-point RANSAC), which does
-not depend on the depth, and only the length of the translation from the keyframe depth (the
-robust median over the inliers); the inliers are then triangulated (for the ground-plane scale).
+rotation and the direction of travel come from the essential matrix (5-point, OpenCV's USAC
+MAGSAC++: on real driving, KITTI 51 frames with the camera height, ATE 1.49-2.02 % of the path
+over seeds 0-4 with plain RANSAC, 1.32-1.78 % with MAGSAC++), which does not depend on the depth,
+and only the length of the translation from the keyframe depth (the robust median over the
+inliers); the inliers are then triangulated (for the ground-plane scale).
 With little parallax the pose T_current_keyframe is found by PnP-RANSAC (AP3P minimal sets) on the
 keyframe depth and refined by Levenberg-Marquardt on the inliers.
 The covariance is the inverse Gauss-Newton Hessian of the reprojection error scaled by its
@@ -235,7 +237,7 @@ class FeatureTracker:
             return None
         a, b = keyframe_pixels.astype(np.float64), pixels.astype(np.float64)
         try:
-            essential, mask = cv2.findEssentialMat(a, b, camera_matrix, cv2.RANSAC, _RANSAC_CONFIDENCE,
+            essential, mask = cv2.findEssentialMat(a, b, camera_matrix, cv2.USAC_MAGSAC, _RANSAC_CONFIDENCE,
                                                    cfg.ransac_reprojection_px)
             if essential is None or essential.shape != (3, 3) or mask is None:
                 return None

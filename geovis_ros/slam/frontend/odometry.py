@@ -205,6 +205,12 @@ class OdometryStage:
         # hand-over (relative-depth networks, and any network once the camera height sets the scale).
         self._prior_affine: tuple[float, float] | None = None
         self._relative_log_std = 0.0
+        self._prior_relative_std = 0.0  # median relative depth std of the active keyframe's network prior
+        # the scale uncertainty's part of the position covariance (see _scale_position_covariance)
+        self._scale_path_covariance = np.zeros((3, 3))
+        self._scale_segment = np.zeros(3)
+        self._scale_segment_frames = 0
+        self._scale_last_position = np.zeros(3)
         self._pose_current_keyframe: NDArray[np.float64] | None = None  # the last frame, T_current_active
         self._features.reset()
         self.last_estimate: TrackingEstimate | None = None
@@ -410,15 +416,17 @@ class OdometryStage:
         """Covariance (6, 6), odom frame, that one frame adds beyond the tracker's own: the drift model.
 
         Independent per axis: translation std ``drift_translation_fraction`` times the frame's
-        translation plus ``drift_depth_fraction`` times the scene depth (odometry units; the
-        network's per-image scale noise moves a slow camera too) plus a floor, rotation std
+        translation plus ``drift_depth_fraction`` times the scene depth (odometry units) times the
+        relative depth std the network reported for the keyframe (its per-image depth errors move
+        even a slow camera, and a poorer depth source moves it more) plus a floor, rotation std
         ``drift_rotation_fraction`` times its rotation (plus a floor); expressed at ``pose``
         (T_odom_current).
         """
         cfg = self.config
         translation = float(np.linalg.norm(step[:3, 3]))
         rotation = float(np.linalg.norm(se3_log(step)[3:]))
-        depth_term = cfg.drift_depth_fraction * scene_depth if math.isfinite(scene_depth) else 0.0
+        depth_term = (cfg.drift_depth_fraction * self._prior_relative_std * scene_depth
+                      if math.isfinite(scene_depth) else 0.0)
         t_std = cfg.drift_translation_fraction * translation + depth_term + cfg.min_translation_std
         r_std = cfg.drift_rotation_fraction * rotation + math.radians(cfg.min_rotation_std_deg)
         local = np.diag([t_std**2] * 3 + [r_std**2] * 3)
@@ -549,6 +557,9 @@ class OdometryStage:
             rho, var = scale * rho + shift, var * scale**2
         with np.errstate(invalid="ignore"):
             rho = np.where(rho > 1.0 / self.config.fusion.max_depth, rho, np.nan).astype(np.float32)
+            relative_std = np.sqrt(var[::4, ::4]) / rho[::4, ::4]
+        relative_std = relative_std[np.isfinite(relative_std)]
+        self._prior_relative_std = float(np.median(relative_std)) if relative_std.size else 0.0
         keyframe = ActiveKeyframe(
             self._next_keyframe_id, frame.stamp_ns, frame.image, pyramid, rho, var.astype(np.float32), pose,
             covariance, depth.is_metric, self.config.tracking, self.config.fusion, self._rng,
@@ -639,24 +650,48 @@ class OdometryStage:
             return float(np.median(np.log(z[ok] / network[ok])))
 
     def _scale_state(self, depth: DepthResult) -> tuple[bool, ScaleSource, float]:
-        """(is_metric, scale source, scale confidence) of the odometry after this frame.
+        """(is_metric, scale source, scale confidence) after this frame (see :meth:`_scale_uncertainty`)."""
+        is_metric, source, log_std = self._scale_uncertainty(depth)
+        return is_metric, source, _scale_confidence(log_std, self.config.scale.confidence_tolerance)
+
+    def _scale_uncertainty(self, depth: DepthResult) -> tuple[bool, ScaleSource, float]:
+        """(is_metric, scale source, standard deviation of the odometry's log scale) after this frame.
 
         The camera height wins once the ground was seen (FUSED_MAP when it has not been seen for
         a ground window: the keyframe chain carries the scale); then a metric network; otherwise
         the scale is only consistent (relative depth).
         """
         cfg = self.config.scale
-        tolerance = cfg.confidence_tolerance
         if self._ground_on and self._ground_scale.count > 0:
             stale = self._frames_since_ground > cfg.ground_window_frames
             log_std = self._ground_scale.log_std
             if stale:  # the keyframe hand-overs random-walk the scale since the last ground plane
                 log_std = math.hypot(log_std, cfg.relative_fit_std * math.sqrt(self._frames_since_ground))
-            return True, ScaleSource.FUSED_MAP if stale else ScaleSource.CAMERA_HEIGHT, _scale_confidence(
-                log_std, tolerance)
+            return True, ScaleSource.FUSED_MAP if stale else ScaleSource.CAMERA_HEIGHT, log_std
         if depth.is_metric:
-            return True, ScaleSource.METRIC_NETWORK, _scale_confidence(self._metric_scale.log_std, tolerance)
-        return False, ScaleSource.NONE, _scale_confidence(self._relative_log_std, tolerance)
+            return True, ScaleSource.METRIC_NETWORK, self._metric_scale.log_std
+        return False, ScaleSource.NONE, self._relative_log_std
+
+    def _scale_position_covariance(self, log_std: float, source: ScaleSource) -> NDArray[np.float64]:
+        """(3, 3) covariance of the position (odom frame, odometry units^2) that the scale's uncertainty adds.
+
+        A scale error ``e`` (log) stretches every displacement made while it lasts by ``e``: the
+        path is cut into segments of the scale estimate's window (the ground filter's or the
+        metric filter's frames), within which the error is one (``log_std``), and across which it
+        is independent; the segments' ``log_std^2 d d^T`` add up. Called once per frame.
+        """
+        position = self._pose[:3, 3]
+        self._scale_segment += position - self._scale_last_position
+        self._scale_last_position = position.copy()
+        self._scale_segment_frames += 1
+        segment = log_std**2 * np.outer(self._scale_segment, self._scale_segment)
+        window = (self.config.scale.ground_window_frames if source is ScaleSource.CAMERA_HEIGHT
+                  else self.config.scale.window_frames)
+        if self._scale_segment_frames >= window:
+            self._scale_path_covariance += segment
+            self._scale_segment[:] = 0.0
+            self._scale_segment_frames = 0
+        return self._scale_path_covariance + segment
 
     # --- output -------------------------------------------------------------------------------
 
@@ -664,10 +699,13 @@ class OdometryStage:
         self, state: TrackingState, estimate: TrackingEstimate, keyframe_id: int, depth: DepthResult,
         tracker: str = "",
     ) -> OdometryResult:
-        is_metric, source, confidence = self._scale_state(depth)
+        is_metric, source, log_std = self._scale_uncertainty(depth)
+        covariance = self._covariance.copy()
+        covariance[:3, :3] += self._scale_position_covariance(log_std, source)
         return OdometryResult(
-            pose=self._pose.copy(), covariance=self._covariance.copy(), velocity=self._velocity.copy(),
-            state=state, is_metric=is_metric, scale_confidence=confidence, keyframe_id=keyframe_id,
+            pose=self._pose.copy(), covariance=covariance, velocity=self._velocity.copy(), state=state,
+            is_metric=is_metric, scale_confidence=_scale_confidence(log_std, self.config.scale.confidence_tolerance),
+            keyframe_id=keyframe_id,
             residual=float(estimate.residual), inlier_ratio=float(estimate.inlier_ratio), scale_source=source,
             tracker=tracker,
         )

@@ -8,8 +8,11 @@ mean wall time of every stage (``Pipeline`` ``timings_ms``: depth, flow, odometr
 points, mapping) and of the whole frame, and frames/s = 1000 / mean frame time; the first
 ``--warmup`` frames (engine creation, first keyframe) are left out. OpenCV DIS presets and the
 flow network's seeded-DIS initialisation are timed on the same size by
-:func:`geovis_ros.inference.bench.bench_dis`. One process, CPU or whatever ``--backend`` /
-``--device`` pick (GPU rows where CUDA is present and chosen).
+:func:`geovis_ros.inference.bench.bench_dis`. One process: the rows of ``--backend`` /
+``--device`` (default onnxruntime on the CPU) and, when ``--device`` is ``cpu``, the same
+variants again on CUDA with ``--gpu-backend`` (default torch) where torch can use a CUDA device;
+otherwise one line says why the GPU rows are absent. The ``backend`` column names what ran
+(e.g. ``torch-cuda:0``).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import numpy as np
 from geovis_ros.errors import CommandError
 from geovis_ros.frame import Frame
 from geovis_ros.inference.bench import bench_dis, parse_sizes
+from geovis_ros.inference.devices import cuda_unavailable_reason
+from geovis_ros.inference.engine import BackendUnavailableError
 from geovis_ros.pipeline.pipeline import Pipeline, pipeline_config_from_parameters
 from geovis_ros.synthetic.scenes import SynthConfig, render_sequence
 
@@ -75,6 +80,23 @@ def format_profiles(profiles: Sequence[StageProfile]) -> str:
     return "\n".join(rows)
 
 
+def engine_runs(backend: str, device: str, gpu_backend: str) -> tuple[list[dict[str, str]], str | None]:
+    """The backend/device parameters to profile, and a line saying why GPU rows are absent (None: there are some).
+
+    ``backend`` on ``device`` always; with ``device`` ``cpu`` also ``gpu_backend`` on ``cuda`` when
+    torch can use a CUDA device (``gpu_backend`` ``none``: no GPU rows). The line gives
+    :func:`~geovis_ros.inference.devices.cuda_unavailable_reason` when CUDA is unusable.
+    """
+    runs = [{"backend": backend, "device": device}]
+    reason = cuda_unavailable_reason()
+    note = None if reason is None else f"no GPU rows: {reason}"
+    if device != "cpu" or reason is not None:
+        return runs, note
+    if gpu_backend == "none":
+        return runs, "no GPU rows: --gpu-backend none"
+    return runs + [{"backend": gpu_backend, "device": "cuda"}], None
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``geovis pipeline-bench``."""
     parser.add_argument("--sizes", default="320x240,640x480", help="image sizes WxH (default 320x240,640x480)")
@@ -83,6 +105,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="onnxruntime", choices=("auto", "tensorrt", "torch", "onnxruntime"),
                         help="inference backend (default onnxruntime)")
     parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"), help="device (default cpu)")
+    parser.add_argument("--gpu-backend", default="torch", choices=("torch", "tensorrt", "none"),
+                        help="with --device cpu, also run every variant on CUDA with this backend where CUDA is "
+                             "usable (default torch; none: CPU rows only)")
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help=f"comma-separated subset of {', '.join(VARIANTS)} (default all)")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
@@ -100,20 +125,28 @@ def run(args: argparse.Namespace) -> int:
         sizes = parse_sizes(args.sizes)
     except ValueError as err:
         raise CommandError(f"--sizes: {err}") from None
+    runs, gpu_note = engine_runs(args.backend, args.device, args.gpu_backend)
     profiles: list[StageProfile] = []
     for height, width in sizes:
         rendered = render_sequence(SynthConfig(scene="room", trajectory="handheld", frames=args.frames,
                                                width=width, height=height), with_flow=False)
         frames = [Frame(f.stamp_ns, f.rgb, f.intrinsics, "camera") for f in rendered]
-        for variant in variants:
-            parameters = {"backend": args.backend, "device": args.device, **VARIANTS[variant]}
-            profiles.append(profile_pipeline(frames, parameters, variant, args.warmup))
+        for engine in runs:
+            for variant in variants:
+                parameters = {**engine, **VARIANTS[variant]}
+                try:
+                    profiles.append(profile_pipeline(frames, parameters, variant, args.warmup))
+                except BackendUnavailableError as err:  # e.g. --device cuda without CUDA: one line, not a trace
+                    raise CommandError(str(err)) from None
     peers = bench_dis(sizes, warmup=2, iterations=10)
     print(format_profiles(profiles))
+    if gpu_note:
+        print(f"note: {gpu_note}")
     print("\nclassical flow peers (CPU, mean ms per pair):")
     for peer in peers:
         print(f"  {peer.size:<9} {peer.name:<20} {peer.mean_ms:8.1f}")
     if args.json is not None:
         args.json.write_text(json.dumps({"pipeline": [asdict(p) for p in profiles],
-                                         "flow_peers": [asdict(p) for p in peers]}, indent=2))
+                                         "flow_peers": [asdict(p) for p in peers], "gpu_note": gpu_note},
+                                        indent=2))
     return 0

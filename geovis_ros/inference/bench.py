@@ -5,8 +5,11 @@ with the flow network's own classical initialisation (``dis-medium-seeded``,
 :func:`geovis_ros.models.flow.initial_flow`), which a flow inference adds to the network's time.
 
 Timing is per call after warm-up: CUDA events on the current stream for CUDA engines (inputs already
-on the device), wall clock otherwise. Throughput is single-stream frames per second (1000 / mean
-latency). Models: ``geovis_ros.inference.registry.MODEL_SPECS`` and any ``--model-onnx`` files.
+on the device), wall clock otherwise; CUDA engines get a second row timed by wall clock with numpy
+inputs and outputs (``wall-clock-host-io``: the pinned uploads, the run and the download with its one
+wait, as a pipeline stage sees it). Without GPU rows the output says why in one line
+(:func:`gpu_rows_absent_note`). Throughput is single-stream frames per second (1000 / mean latency).
+Models: ``geovis_ros.inference.registry.MODEL_SPECS`` and any ``--model-onnx`` files.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from geovis_ros.inference.devices import physical_cpu_cores
+from geovis_ros.inference.devices import cuda_unavailable_reason, physical_cpu_cores
 from geovis_ros.inference.engine import (
     PRECISIONS,
     SPATIAL_SYMBOLS,
@@ -47,6 +50,7 @@ LOG = logging.getLogger(__name__)
 DEFAULT_SIZES = "320x240,640x480"
 QUICK_SIZE = "160x120"
 DIS_PRESETS = ("ultrafast", "fast", "medium")
+HOST_IO_TIMING = "wall-clock-host-io"
 
 
 @dataclass(frozen=True)
@@ -196,15 +200,26 @@ def bench_model(spec: ModelSpec, sizes: Sequence[tuple[int, int]], options: Sequ
                 samples = measure(functools.partial(engine.infer, inputs), warmup, iterations, cuda_device)
                 results.append(_result(spec.name, option.backend, engine.device, engine.precision, size, network,
                                        "cuda-events" if cuda_device else "wall-clock", samples))
+                if cuda_device is not None:  # what a pipeline stage sees: numpy up, run, numpy down, one wait
+                    samples = measure(functools.partial(engine.infer, spec.make_inputs(*network)), warmup,
+                                      iterations)
+                    results.append(_result(spec.name, option.backend, engine.device, engine.precision, size,
+                                           network, HOST_IO_TIMING, samples))
     return results, skipped
+
+
+def gpu_rows_absent_note() -> str:
+    """One line saying why a benchmark printed no GPU rows: CUDA unusable (and why), else none was asked for."""
+    reason = cuda_unavailable_reason()
+    if reason is not None:
+        return f"no GPU rows: {reason}"
+    return "no GPU rows: CUDA is usable here but no CUDA backend was chosen or could run (see the skipped lines)"
 
 
 def machine_info() -> dict[str, Any]:
     """Versions and hardware the figures were measured on."""
     import cv2
     import torch
-
-    from geovis_ros.inference.devices import cuda_unavailable_reason
 
     info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),
                             "cpu": _cpu_model(), "physical_cores": physical_cpu_cores(),
@@ -233,9 +248,10 @@ def _cpu_model() -> str:
 def format_table(results: Sequence[BenchResult]) -> str:
     """A fixed-width table, one row per result."""
     header = (f"{'name':<18}{'backend':<13}{'device':<8}{'prec':<6}{'size':>9}{'network':>9}"
-              f"{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'fps':>8}")
+              f"{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'fps':>8}  timing")
     rows = [f"{r.name:<18}{r.backend:<13}{r.device:<8}{r.precision:<6}{r.size:>9}{r.network_size:>9}"
-            f"{r.p50_ms:>9.2f}{r.p90_ms:>9.2f}{r.p99_ms:>9.2f}{r.throughput_fps:>8.1f}" for r in results]
+            f"{r.p50_ms:>9.2f}{r.p90_ms:>9.2f}{r.p99_ms:>9.2f}{r.throughput_fps:>8.1f}  {r.timing}"
+            for r in results]
     return "\n".join([header, "-" * len(header), *rows])
 
 
@@ -313,6 +329,8 @@ def run(args: argparse.Namespace) -> int:
         results += model_results
         skipped += model_skipped
     print(format_table(results))
+    if not any(r.device.startswith("cuda") for r in results):
+        notes.append(gpu_rows_absent_note())
     for line in notes + [f"skipped {s}" for s in skipped]:
         print(f"note: {line}")
     if args.json:

@@ -258,15 +258,16 @@ def flow_init_input(images: Mapping[str, NDArray[np.uint8]], plan: ResizePad) ->
 
 def model_inputs(card: ModelCard, names: Mapping[str, str], images: Mapping[str, NDArray[np.uint8]],
                  plan: ResizePad, intrinsics: Intrinsics | None = None,
-                 ready: Mapping[str, NDArray[np.float32]] | None = None) -> dict[str, NDArray[np.float32]]:
+                 ready: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The network inputs for ``images`` (role -> (H, W, 3) uint8 RGB), per the card, keyed by ``names[role]``.
 
-    ``flow_init`` is the seeded DIS flow of the resized images, edge-padded; ``intrinsics`` the
-    network-input intrinsics as (1, 4) float32 fx, fy, cx, cy. ``ready``: role -> a tensor this
-    function already made for the same image and ``plan`` (e.g. the previous frame's ``image2``
-    as this frame's ``image1``), used as is instead of normalising the image again.
+    float32 numpy arrays: ``flow_init`` is the seeded DIS flow of the resized images, edge-padded;
+    ``intrinsics`` the network-input intrinsics as (1, 4) float32 fx, fy, cx, cy. ``ready``: role ->
+    a tensor this function already made for the same image and ``plan`` (e.g. the previous frame's
+    ``image2`` as this frame's ``image1``; numpy, or its copy on the GPU), used as is instead of
+    normalising the image again.
     """
-    inputs: dict[str, NDArray[np.float32]] = {}
+    inputs: dict[str, Any] = {}
     for card_input in card.inputs:
         name = names[card_input.role]
         if ready is not None and card_input.role in ready:

@@ -104,6 +104,7 @@ class OnnxRuntimeEngine(EngineBase):
         """CUDA EP with IOBinding: inputs and outputs stay in torch CUDA memory."""
         import torch
 
+        from geovis_ros.inference.gpu import shared_stream
         from geovis_ros.inference.torch_backend import torch_dtype
 
         binding = self._session.io_binding()
@@ -122,7 +123,9 @@ class OnnxRuntimeEngine(EngineBase):
             outputs[spec.name] = torch.empty(shape, dtype=torch_dtype(spec.dtype), device=self.device)
             binding.bind_output(spec.name, "cuda", self._device_index, np.dtype(spec.dtype), shape,
                                 outputs[spec.name].data_ptr())
-        torch.cuda.current_stream(self.device).synchronize()  # inputs written on torch's stream are ready
+        # inputs written on the caller's stream or on the shared stream the GPU stages use are ready
+        torch.cuda.current_stream(self.device).synchronize()
+        shared_stream(self.device).synchronize()
         self._session.run_with_iobinding(binding)
         if len(outputs) < len(self._output_names):
             host = dict(zip(self._output_names, binding.copy_outputs_to_cpu(), strict=True))

@@ -1,4 +1,4 @@
-"""TensorRT 10 and 11 backend: build, cache, validate, and run engines on the caller's CUDA stream.
+"""TensorRT 10 and 11 backend: build, cache, validate, and run engines on the shared CUDA stream.
 
 Build: ONNX parser, static optimisation profile. The API is feature-detected, not version-parsed:
 TensorRT 10 (``trt.BuilderFlag.FP16`` exists) builds weakly typed networks with precision flags
@@ -7,7 +7,8 @@ removed those flags and the calibrator classes and builds strongly typed network
 precision is the ONNX graph's own, so fp16 converts the ONNX to mixed precision first
 (ONNX Runtime's float16 converter, inputs/outputs kept fp32; the cache key hashes the converted model) and
 int8 needs an ONNX with explicit Q/DQ nodes (quantised with NVIDIA ModelOpt), else it is refused.
-Run: ``execute_async_v3`` on the caller's torch CUDA stream with pre-allocated device buffers.
+Run: ``execute_async_v3`` on the device's shared torch CUDA stream (:mod:`geovis_ros.inference.gpu`) with
+pre-allocated device buffers and pinned host staging.
 
 ``tensorrt`` is imported only by :class:`TensorRTRuntime`. Everything around it (cache keys, locking,
 the build-time numerical check, fallback) goes through the small :class:`TensorRTToolkit` protocol,
@@ -44,6 +45,7 @@ from geovis_ros.inference.engine import (
     output_errors,
     require,
 )
+from geovis_ros.inference.gpu import DeviceStream
 
 LOG = logging.getLogger(__name__)
 
@@ -407,17 +409,19 @@ def _cache_only_calibrator(trt: Any, cache_path: Path | None) -> Any:
 class TensorRTEngine(EngineBase):
     """A deserialized engine with one execution context and device buffers allocated once.
 
-    ``infer`` enqueues on the caller's current torch CUDA stream. Torch CUDA inputs that are
-    contiguous, on this device and of the right dtype are bound directly (no copy); numpy inputs are
-    copied into the pre-allocated input buffers. Outputs are copied out of the pre-allocated buffers
-    (device-to-device, on the same stream) so the caller owns them. Not thread-safe: one engine per
-    thread.
+    ``infer`` enqueues on the device's shared CUDA stream (``stream``: default a
+    :class:`~geovis_ros.inference.gpu.DeviceStream` of ``device``), ``execute_async_v3`` included.
+    Torch CUDA inputs that are contiguous, on this device and of the right dtype are bound directly
+    (no copy); numpy inputs go through pinned host buffers into the pre-allocated input buffers.
+    numpy outputs come from the pre-allocated buffers through pinned host buffers with one wait;
+    torch outputs are device-to-device copies (same stream) so the caller owns them. Not
+    thread-safe: one engine per thread.
     """
 
     backend = "tensorrt"
 
     def __init__(self, trt: Any, engine: Any, spec: ModelSpec, height: int, width: int, precision: str,
-                 device: Any) -> None:
+                 device: Any, stream: DeviceStream | None = None) -> None:
         import torch
 
         from geovis_ros.inference.torch_backend import torch_dtype
@@ -428,6 +432,7 @@ class TensorRTEngine(EngineBase):
         if self._context is None:
             raise InferenceError("TensorRT could not create an execution context (out of GPU memory?)")
         self._device = device
+        self._stream = DeviceStream(device) if stream is None else stream
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if n not in inputs]
@@ -449,25 +454,21 @@ class TensorRTEngine(EngineBase):
                                           key=lambda t: order.index(t.name)))
 
     def infer(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
-        """Enqueue on the current torch CUDA stream; numpy in -> numpy out, torch in -> torch out."""
-        import torch
-
+        """Enqueue on the shared CUDA stream; numpy in -> numpy out, torch in -> torch out."""
         check_inputs(inputs, self._input_specs)
         torch_mode = any(is_torch_tensor(v) for v in inputs.values())
-        with torch.cuda.device(self._device):
-            stream = torch.cuda.current_stream(self._device)
+        with self._stream.running():
             for spec in self._input_specs:
                 value = inputs[spec.name]
                 buffer = self._buffers[spec.name]
                 if is_torch_tensor(value) and value.device == buffer.device and value.is_contiguous():
                     self._context.set_tensor_address(spec.name, value.data_ptr())
                 else:
-                    source = value if is_torch_tensor(value) else torch.from_numpy(value)
+                    source = value if is_torch_tensor(value) else self._stream.pinned(spec.name, value)
                     buffer.copy_(source, non_blocking=True)
                     self._context.set_tensor_address(spec.name, buffer.data_ptr())
-            if not self._context.execute_async_v3(stream.cuda_stream):
+            if not self._context.execute_async_v3(self._stream.handle):
                 raise InferenceError(f"TensorRT execute_async_v3 failed for {self._spec.name}")
-            outputs = {t.name: self._buffers[t.name].clone() for t in self._output_specs}
-        if torch_mode:
-            return outputs
-        return {name: tensor.cpu().numpy() for name, tensor in outputs.items()}
+            if torch_mode:
+                return self._stream.hand_back({t.name: self._buffers[t.name].clone() for t in self._output_specs})
+            return self._stream.download({t.name: self._buffers[t.name] for t in self._output_specs})

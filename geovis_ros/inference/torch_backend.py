@@ -17,6 +17,7 @@ from geovis_ros.inference.engine import (
     check_inputs,
     is_torch_tensor,
 )
+from geovis_ros.inference.gpu import DeviceStream
 
 LOG = logging.getLogger(__name__)
 
@@ -59,7 +60,9 @@ class TorchEngine(EngineBase):
     """Runs a model's ``nn.Module`` directly (the fallback that works wherever torch does).
 
     Inputs are moved to ``device`` once per call (a no-op for tensors already there); outputs are
-    cast to the spec dtype (fp32 outputs stay fp32 under fp16 autocast).
+    cast to the spec dtype (fp32 outputs stay fp32 under fp16 autocast). On CUDA the work runs on
+    the device's shared stream (:class:`~geovis_ros.inference.gpu.DeviceStream`): numpy inputs go
+    up through pinned buffers, numpy outputs come down through pinned buffers with one wait.
     """
 
     backend = "torch"
@@ -80,6 +83,7 @@ class TorchEngine(EngineBase):
         else:
             self._forward = wrapped
         self._output_dtypes = {t.name: torch_dtype(t.dtype) for t in spec.outputs}
+        self._stream = DeviceStream(self._device) if self._device.type == "cuda" else None
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self._precision == "fp16":
@@ -90,15 +94,18 @@ class TorchEngine(EngineBase):
         """Run the module; numpy in -> numpy out, torch in -> torch on ``device`` out."""
         check_inputs(inputs, self._spec.inputs)
         torch_mode = any(is_torch_tensor(v) for v in inputs.values())
-        tensors = [
-            (inputs[t.name] if is_torch_tensor(inputs[t.name]) else torch.from_numpy(inputs[t.name]))
-            .to(self._device, non_blocking=True)
-            for t in self._spec.inputs
-        ]
+        if self._stream is None:  # CPU: torch.from_numpy shares the memory, nothing to stage
+            outputs = self._run([inputs[t.name] if is_torch_tensor(inputs[t.name])
+                                 else torch.from_numpy(inputs[t.name]) for t in self._spec.inputs])
+            return outputs if torch_mode else {name: out.numpy() for name, out in outputs.items()}
+        with self._stream.running():
+            uploaded = self._stream.upload({t.name: inputs[t.name] for t in self._spec.inputs})
+            outputs = self._run(list(uploaded.values()))
+            return self._stream.hand_back(outputs) if torch_mode else self._stream.download(outputs)
+
+    def _run(self, tensors: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The module on ``tensors`` (input order, moved to ``device``): outputs by name, in the spec dtypes."""
         with torch.inference_mode(), self._autocast():
-            outputs = self._forward(*tensors)
-        result = {name: out.to(self._output_dtypes[name])
-                  for name, out in zip(self._output_dtypes, outputs, strict=True)}
-        if torch_mode:
-            return result
-        return {name: out.cpu().numpy() for name, out in result.items()}
+            outputs = self._forward(*(t.to(self._device, non_blocking=True) for t in tensors))
+        return {name: out.to(self._output_dtypes[name])
+                for name, out in zip(self._output_dtypes, outputs, strict=True)}

@@ -7,13 +7,25 @@ post-processing. Engines are kept per network input size in a bounded LRU (by co
 estimate of their memory); the input size snaps to a few buckets, so nearby image sizes share one.
 A backend that fails to build or load falls back once to the next one in the ``auto`` order: the
 failure is logged, kept in :meth:`_EngineStage.describe` for /diagnostics, and never retried.
+
+On a CUDA engine every stage's work runs on the device's one shared stream
+(:mod:`geovis_ros.inference.gpu`): per frame each stage's network inputs go up once through pinned
+buffers and its outputs come down once, with one wait (the odometry, fusion and clouds are CPU code,
+so depth and flow must reach the host); the flow stage keeps the frame's image tensor on the GPU as
+the next frame's first image. What stays on the host, and why: resizing and normalisation (OpenCV's
+area resize has no exact torch twin, and both paths must feed the networks the same tensors), the
+flow initialisation (OpenCV DIS), the restoring of outputs to the source size (after the download of
+the smaller network-size output), and the pose network's pre-processing
+(:func:`geovis_ros.models.pose.run_pose`, which normalises both images each frame).
 """
 
 from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -33,6 +45,7 @@ from geovis_ros.inference.card_runtime import (
 )
 from geovis_ros.inference.engine import Engine, EngineConfig, InferenceError, ModelSpec
 from geovis_ros.inference.export import onnx_bytes_for
+from geovis_ros.inference.gpu import DeviceStream
 from geovis_ros.inference.preprocess import ResizePad
 from geovis_ros.inference.registry import MODEL_INFO, spec_for_file
 from geovis_ros.inference.select import backend_order, create_engine, reference_engine
@@ -201,15 +214,21 @@ class FlowStage(_CardStage):
     ``refine`` says whether the network runs (:attr:`NetworkConfig.flow_refinement`, resolved when
     the stage is created); without it the flow is the card's ``flow_init`` input itself (seeded
     DIS of the resized images), restored to source pixels exactly as the network's output would be.
+
+    On a CUDA engine the inputs go up once through pinned buffers on the shared stream
+    (:class:`~geovis_ros.inference.gpu.DeviceStream`) and the frame's ``image2`` tensor stays on the
+    GPU as the next frame's ``image1``; the network-size flow comes down with one wait.
     """
 
     def __init__(self, config: NetworkConfig) -> None:
         super().__init__("flow", config)
         self._previous: tuple[int, NDArray[np.uint8]] | None = None
         self.refine = resolve_flow_refinement(config, self.spec, "flow_init" in self.model.names)
-        # The image2 tensor of the last frame (its image, plan, tensor): the next frame's image1 when
-        # the card normalises both images alike, so the previous frame is not normalised twice.
-        self._image2_tensor: tuple[NDArray[np.uint8], ResizePad, NDArray[np.float32]] | None = None
+        # The image2 tensor of the last frame (its image, plan, tensor: numpy, or on the engine's GPU):
+        # the next frame's image1 when the card normalises both images alike, so the previous frame
+        # is neither normalised nor uploaded twice.
+        self._image2_tensor: tuple[NDArray[np.uint8], ResizePad, Any] | None = None
+        self._gpu: DeviceStream | None = None
         image_cards = {c.role: c for c in self.model.card.inputs if c.role in ("image1", "image2")}
         self._reuse_image2 = len(image_cards) == 2 and replace(
             image_cards["image1"], ref=image_cards["image2"].ref, role="image2") == image_cards["image2"]
@@ -231,13 +250,26 @@ class FlowStage(_CardStage):
             cached = self._image2_tensor
             ready = {"image1": cached[2]} if cached is not None and cached[0] is previous[1] and cached[1] == plan \
                 else {}
+            engine = self.engine(plan.padded[1], plan.padded[0])
             inputs = model_inputs(self.model.card, self.model.names, images, plan, k, ready)
+            if engine.device.startswith("cuda"):
+                outputs, inputs = self._infer_on_gpu(engine, inputs)
+            else:
+                outputs = engine.infer(inputs)
             if self._reuse_image2:
                 self._image2_tensor = (frame.image, plan, inputs[self.model.names["image2"]])
-            outputs = self.engine(plan.padded[1], plan.padded[0]).infer(inputs)
         else:
             outputs = {self.model.names["flow"]: flow_init_input(images, plan)}
         return FlowResult(flow=flow_from_outputs(self.model, outputs, plan), previous_stamp_ns=previous[0])
+
+    def _infer_on_gpu(self, engine: Engine, inputs: Mapping[str, Any],
+                      ) -> tuple[dict[str, NDArray[Any]], dict[str, Any]]:
+        """Run a CUDA ``engine``: (host outputs, the inputs as uploaded to its device), one wait for the outputs."""
+        if self._gpu is None or str(self._gpu.device) != engine.device:
+            self._gpu = DeviceStream(engine.device)
+        with self._gpu.running():
+            uploaded = self._gpu.upload(inputs)
+            return self._gpu.download(engine.infer(uploaded)), uploaded
 
     def describe(self) -> dict[str, str]:
         """The engine description plus ``flow_refinement``: ``network`` or ``initialisation`` (what runs).

@@ -315,3 +315,21 @@ def test_backend_gate_rejects_a_loop_the_odometry_cannot_explain_and_keeps_a_dri
         BackendConfig(loop_gate_chi2=0.0)
     with pytest.raises(LoopClosureConfigError, match="loop_gate_drift"):
         BackendConfig(loop_gate_drift=(-0.1, 0.0))
+
+
+def test_backend_graph_keeps_at_most_max_graph_keyframes() -> None:
+    """A robot running for hours: the graph and the odometry chain stay bounded, the newest keyframes stay exact."""
+    backend = SlamBackend(BackendConfig(loop=None, max_graph_keyframes=5))
+    intrinsics = Intrinsics(fx=40.0, fy=40.0, cx=16.0, cy=12.0, width=32, height=24)
+    rgb = np.full((24, 32, 3), 128, np.uint8)
+    depth = np.full((24, 32), 2.0, np.float32)
+    for keyframe in range(12):
+        pose = np.eye(4)
+        pose[0, 3] = 0.1 * keyframe
+        backend.add_keyframe(keyframe, pose, rgb, depth, 0.1 * depth, intrinsics)
+    assert backend.keyframe_count == 12  # added, including the dropped ones
+    assert sorted(backend.keyframe_poses()) == [7, 8, 9, 10, 11] and len(backend.graph) == 5
+    assert np.allclose(backend.keyframe_poses()[11][:3, 3], [1.1, 0.0, 0.0])
+    assert np.allclose(backend.correction(), np.eye(4))
+    with pytest.raises(LoopClosureConfigError, match="max_graph_keyframes"):
+        BackendConfig(max_graph_keyframes=1)

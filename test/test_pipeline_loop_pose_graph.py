@@ -145,3 +145,20 @@ def test_bad_input_raises_clear_errors(action, message: str) -> None:
     graph.add_node(1, np.eye(4))
     with pytest.raises(PoseGraphError, match=message):
         action(graph)
+
+
+def test_removing_the_fixed_node_fixes_the_next_and_drops_its_edges() -> None:
+    graph = PoseGraph()
+    poses = _circle(6)
+    for node, pose in enumerate(poses):
+        graph.add_node(node, pose)
+    for node in range(5):
+        graph.add_edge(PoseGraphEdge(node, node + 1, invert(poses[node]) @ poses[node + 1], INFO))
+    graph.add_edge(PoseGraphEdge(0, 5, invert(poses[0]) @ poses[5], INFO))  # a loop to the oldest
+    graph.remove_node(0)
+    assert 0 not in graph and len(graph) == 5
+    assert all(0 not in (edge.source, edge.target) for edge in graph.edges) and len(graph.edges) == 4
+    graph.optimize()
+    assert np.allclose(graph.pose(1), poses[1])  # the new gauge node stayed put
+    with pytest.raises(PoseGraphError, match="unknown node 0"):
+        graph.remove_node(0)

@@ -219,6 +219,15 @@ class PoseGraph:
         self._poses.append(_check_pose(pose, f"pose of node {node_id}").copy())
         self._fixed.append(bool(fixed))
 
+    def remove_node(self, node_id: int) -> None:
+        """Drop node ``node_id`` and every edge touching it; when no fixed node is left, the oldest is fixed (gauge)."""
+        index = self._node_index(node_id)
+        del self._ids[index], self._poses[index], self._fixed[index]
+        self._index = {key: position for position, key in enumerate(self._ids)}
+        self._edges = [edge for edge in self._edges if node_id not in (edge.source, edge.target)]
+        if self._fixed and not any(self._fixed):
+            self._fixed[0] = True
+
     def set_fixed(self, node_id: int, fixed: bool = True) -> None:
         """Hold node ``node_id`` constant during optimisation (or release it)."""
         self._fixed[self._node_index(node_id)] = bool(fixed)

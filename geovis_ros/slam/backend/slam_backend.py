@@ -58,6 +58,11 @@ class BackendConfig:
             chi-square quantile) is rejected before it enters the graph. Repeated texture can
             make a wrong place pass PnP verification; such a loop claims a correction that the
             drift accumulated between the keyframes cannot explain. None disables the gate.
+        max_graph_keyframes: the pose graph (and the odometry chain kept for the loop gate) holds
+            at most this many keyframes; beyond, the oldest is dropped (the next becomes the
+            fixed gauge node) and loops back to it are no longer closed. Bounds the back end's
+            memory (about 3 KB per keyframe, plus the loop database's own bound) and the
+            optimiser's time on a robot that runs for hours.
         loop_gate_drift: (metres per metre, radians per metre) standard deviation of drift per
             metre of path travelled between the loop's keyframes, added (in quadrature with
             ``odometry_sigma``) to the chain covariance in the gate: a floor that keeps real
@@ -75,8 +80,12 @@ class BackendConfig:
     odometry_rotation_drift: float = 0.05
     loop_gate_chi2: float | None = 22.46
     loop_gate_drift: tuple[float, float] = (0.05, 0.05)
+    max_graph_keyframes: int = 5000
 
     def __post_init__(self) -> None:
+        if self.max_graph_keyframes < 2:
+            raise LoopClosureConfigError(
+                f"BackendConfig.max_graph_keyframes must be >= 2, got {self.max_graph_keyframes}")
         if self.loop_gate_chi2 is not None and not self.loop_gate_chi2 > 0:
             raise LoopClosureConfigError(f"BackendConfig.loop_gate_chi2 must be > 0 or None, got {self.loop_gate_chi2}")
         if min(self.loop_gate_drift) < 0:
@@ -123,6 +132,7 @@ class SlamBackend:
         # covariance (6, 6) of its right perturbation in the keyframe frame); the first has none.
         self._odometry_edges: dict[int, tuple[NDArray[np.float64], NDArray[np.float64]] | None] = {}
         self._last_keyframe: int | None = None
+        self._keyframes_added = 0
 
     def reset(self) -> None:
         """Forget everything (new session)."""
@@ -130,8 +140,8 @@ class SlamBackend:
 
     @property
     def keyframe_count(self) -> int:
-        """Keyframes added since the last reset."""
-        return len(self._odometry_poses)
+        """Keyframes added since the last reset (also those dropped from the graph since)."""
+        return self._keyframes_added
 
     def odometry_information(
         self, pose_previous_keyframe: NDArray[np.float64], covariance: NDArray[np.float64] | None
@@ -197,6 +207,7 @@ class SlamBackend:
             raise ValueError(f"keyframe {keyframe_id} was already added")
         pose = nearest_rigid(pose_odom_keyframe)
         self._odometry_poses[keyframe_id] = pose
+        self._keyframes_added += 1
         if self._last_keyframe is None:
             self.graph.add_node(keyframe_id, pose, fixed=True)
             self._odometry_edges[keyframe_id] = None
@@ -208,11 +219,13 @@ class SlamBackend:
             self.graph.add_edge(PoseGraphEdge(previous, keyframe_id, relative, information))
             self._odometry_edges[keyframe_id] = (relative, np.asarray(np.linalg.inv(information), dtype=np.float64))
         self._last_keyframe = keyframe_id
+        self._bound_graph()
         cloud = depth_to_cloud(depth, depth_std, rgb, intrinsics, self.config.keyframe_cloud)
         self.map.add_keyframe(keyframe_id, self.graph.pose(keyframe_id), cloud)
         if self.detector is None:
             return BackendUpdate()
-        verified = self.detector.add_keyframe(keyframe_id, rgb, depth, intrinsics, depth_std)
+        verified = [loop for loop in self.detector.add_keyframe(keyframe_id, rgb, depth, intrinsics, depth_std)
+                    if loop.match_id in self._odometry_poses]  # not to a keyframe dropped from the graph
         consistent = [self.loop_consistency(loop) <= self._gate_threshold for loop in verified]
         loops = tuple(loop for loop, ok in zip(verified, consistent, strict=True) if ok)
         rejected = tuple(loop for loop, ok in zip(verified, consistent, strict=True) if not ok)
@@ -226,6 +239,14 @@ class SlamBackend:
         report = self.graph.optimize()
         self.map.update_poses(self.graph.poses())
         return BackendUpdate(loops, report, rejected)
+
+    def _bound_graph(self) -> None:
+        """Drop the oldest keyframes beyond ``max_graph_keyframes`` from the graph and the odometry chain."""
+        while len(self._odometry_poses) > self.config.max_graph_keyframes:
+            oldest = next(iter(self._odometry_poses))
+            del self._odometry_poses[oldest], self._odometry_edges[oldest]
+            self.graph.remove_node(oldest)
+            self._odometry_edges[next(iter(self._odometry_edges))] = None  # its edge came from the dropped one
 
     @property
     def _gate_threshold(self) -> float:

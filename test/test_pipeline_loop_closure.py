@@ -333,3 +333,12 @@ def test_backend_graph_keeps_at_most_max_graph_keyframes() -> None:
     assert np.allclose(backend.correction(), np.eye(4))
     with pytest.raises(LoopClosureConfigError, match="max_graph_keyframes"):
         BackendConfig(max_graph_keyframes=1)
+
+
+def test_an_unfused_network_depth_still_maps() -> None:
+    """The features odometry hands over network depth claiming 40 % everywhere: its keyframes still make a map."""
+    backend = SlamBackend(BackendConfig(loop=None))
+    intrinsics = Intrinsics(fx=40.0, fy=40.0, cx=16.0, cy=12.0, width=32, height=24)
+    depth = np.full((24, 32), 2.0, np.float32)
+    backend.add_keyframe(0, np.eye(4), np.full((24, 32, 3), 128, np.uint8), depth, 0.4 * depth, intrinsics)
+    assert len(backend.map) > 0

@@ -34,7 +34,9 @@ class BackendConfig:
 
     Attributes:
         map: keyframe cloud store and fused voxel map.
-        keyframe_cloud: which keyframe depth pixels become map points.
+        keyframe_cloud: which keyframe depth pixels become map points: within 10 % relative std, or
+            the better part relative to the keyframe's own median (an unfused network depth that
+            claims 40 % everywhere, as with the features odometry on real images, still maps).
         loop: retrieval / verification settings; None disables loop closure.
         pose_graph: optimiser settings.
         loop_kernel: robust kernel on loop edges. Huber by default: its influence is bounded, so
@@ -71,7 +73,7 @@ class BackendConfig:
     """
 
     map: KeyframeMapConfig = KeyframeMapConfig()
-    keyframe_cloud: CloudConfig = CloudConfig(stride=2)
+    keyframe_cloud: CloudConfig = CloudConfig(stride=2, std_over_median=1.5)
     loop: LoopClosureConfig | None = LoopClosureConfig()
     pose_graph: PoseGraphConfig = PoseGraphConfig()
     loop_kernel: RobustKernel = RobustKernel("huber", 3.0)

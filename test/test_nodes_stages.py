@@ -207,6 +207,27 @@ def test_per_frame_cloud_is_computed_only_while_points_has_a_subscriber(ros):
     assert int(probe.node.pipeline.describe()["points"]) == xyz.shape[0]
 
 
+def test_coloured_depth_is_built_only_while_someone_subscribes(ros, monkeypatch):
+    import geovis_ros.ros.results as results
+
+    coloured = []
+    original = results.colored_depth
+    monkeypatch.setattr(results, "colored_depth", lambda depth: coloured.append(1) or original(depth))
+    probe = ros.start(DepthNode, "/depth_colour_unheard_test", input_width=64)
+    probe.send_info()
+    topic = "/depth_colour_unheard_test/depth/colored"
+    for subscription in [s for s in ros.peer.subscriptions if s.topic_name == topic]:
+        ros.peer.destroy_subscription(subscription)
+    assert ros.spin_until(lambda: probe.node.count_subscribers(topic) == 0, 5.0)
+    probe.send_image(1_000, texture(6))
+    assert probe.wait("depth/image", 1)
+    assert coloured == []  # nobody listens: not coloured at all
+    probe._subscribe(Image, "depth/colored", OUTPUT_QOS)
+    assert ros.spin_until(lambda: probe.node.count_subscribers(topic) == 1, 5.0)
+    probe.send_image(2_000, texture(7))
+    assert probe.wait("depth/colored", 1) and len(coloured) == 1
+
+
 def test_depth_node_reads_compressed_images_and_switches_outputs_at_run_time(ros):
     probe = ros.start(DepthNode, "/depth_compressed_test", input_width=64, use_compressed=True,
                       publish_colored=False, publish_points=False)

@@ -53,7 +53,8 @@ def test_a_network_without_flow_init_always_runs_and_refuses_initialisation():
 def test_initialisation_is_the_seeded_dis_flow_and_no_engine_is_built(frames):
     stage, flow = _flows(frames, "initialisation")
     assert flow.dtype == np.float32 and flow.shape == (240, 320, 2)
-    np.testing.assert_array_equal(flow, initial_flow(frames[0].image, frames[1].image))
+    # DIS runs multi-threaded: the same call agrees to ~1e-7 px, not bit for bit, once other tests ran OpenCV
+    np.testing.assert_allclose(flow, initial_flow(frames[0].image, frames[1].image), rtol=0, atol=1e-4)
     described = stage.describe()
     assert (described["flow_backend"], described["flow_device"], described["flow_refinement"]) == (
         "opencv-dis", "cpu", "initialisation")

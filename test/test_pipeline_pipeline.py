@@ -106,7 +106,8 @@ def test_full_pipeline_gives_every_output_per_frame(full_run, sequence):
         assert result.depth.depth.shape == (72, 96) and result.depth.std.shape == (72, 96)
         assert result.odometry.pose.shape == (4, 4) and result.odometry.covariance.shape == (6, 6)
         assert result.points.frame_id == "cam" and result.points.xyz.dtype == np.float32
-        assert set(result.timings_ms) == {"depth", "flow", "odometry", "fused_depth", "points", "mapping", "total"}
+        assert set(result.timings_ms) == {"depth", "flow", "networks", "odometry", "fused_depth", "points", "mapping",
+                                          "total"}
         # the published depth is the fused one, in the odometry's scale; the network's is kept beside it
         assert result.network_depth is not None and result.network_depth.depth.shape == (72, 96)
         assert result.depth.source is result.odometry.scale_source

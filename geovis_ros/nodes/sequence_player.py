@@ -5,6 +5,8 @@
 of a pipeline_node in ``namespace``. Frames are sent with at most ``window`` frames in flight:
 a frame counts as done when its ``odom`` (or, without odometry, its ``depth``) arrives, which
 gives the end-to-end latency of each frame (publish -> result received, wall clock).
+:meth:`SequencePlayer.play_paced` plays like a live camera instead: wall-clock stamps, a fixed
+rate, never waiting for results (for a node in ``live`` mode without sim time).
 Recorded outputs are converted to numpy as they arrive, so the caller needs no ROS types.
 """
 
@@ -173,6 +175,36 @@ class SequencePlayer(Node):
                 progress(len(sent))
         for stamp in sent[-window:]:
             self._wait_done(stamp, frame_timeout_s)
+        return len(sent)
+
+    def play_paced(self, frames: Iterable[SequenceFrame], rate_hz: float, settle_s: float = 5.0) -> int:
+        """Send every frame (camera_info, image) at ``rate_hz`` like a live camera; returns the number sent.
+
+        Each image is stamped with the wall clock (ns since the epoch) when it is sent, and the
+        next one follows 1 / ``rate_hz`` s later whatever the node does (results arrive meanwhile
+        and are recorded). After the last frame this spins until its result arrives or ``settle_s``
+        seconds pass. No /clock: the node runs on its own clock (``use_sim_time`` false).
+        """
+        if not rate_hz > 0:
+            raise ValueError(f"rate_hz must be > 0, got {rate_hz}")
+        period = 1.0 / rate_hz
+        sent: list[int] = []
+        due = time.monotonic()
+        for frame in frames:
+            if not sent:  # the camera_info must be cached before the first image arrives
+                self._info.publish(camera_info_from_calibration(CameraCalibration(frame.intrinsics)))
+                self.spin_until(lambda: False, CAMERA_INFO_LEAD_S)
+                due = time.monotonic()
+            self.spin_until(lambda: False, max(0.0, due - time.monotonic()))  # results arrive meanwhile
+            stamp_ns = max(time.time_ns(), sent[-1] + 1 if sent else 0)
+            header = Header(stamp=time_from_ns(stamp_ns), frame_id=self.frame_id)
+            self._info.publish(camera_info_from_calibration(CameraCalibration(frame.intrinsics), header))
+            self.recording.sent_s[stamp_ns] = time.monotonic()
+            self._image.publish(image_from_numpy(frame.rgb, "rgb8", header))
+            sent.append(stamp_ns)
+            due += period
+        if sent:
+            self.spin_until(lambda: sent[-1] in self.recording.done_s, settle_s)
         return len(sent)
 
     def _wait_done(self, stamp_ns: int, timeout_s: float) -> None:

@@ -62,6 +62,8 @@ PATH_POSES_PER_FRAME = 500
 LATCHED_OUTPUTS = ("map", "keyframes")
 # Output switches that may change at run time (publish_flow decides whether flow runs at all).
 RUNTIME_SWITCHES = ("publish_depth", "publish_points", "publish_colored")
+# Outputs built only while someone subscribes (a recorder counts): costly, and only for people.
+LAZY_OUTPUTS = ("points", "depth/colored", "flow/colored")
 
 # Parameters every stage node declares (the base node reads them).
 COMMON_PARAMETERS = ["backend", "device", "precision", "engine_cache_dir", "input_width", "input_height",
@@ -145,8 +147,11 @@ class StageNode(PerceptionNode):
                 self.pipeline.set_camera_height(height)
         switches = {name: self._switch(name) for name in (*RUNTIME_SWITCHES, "publish_flow")}
         wanted = set(output_topics(self.OUTPUTS, switches)) & set(self._outputs)
-        if "points" in wanted and not self._outputs["points"].get_subscription_count():
-            wanted.discard("points")  # nobody listens: the cloud is not even computed
+        # Nobody listens: the cloud is not even computed, the images for people not even coloured
+        # (at 640x480 colouring depth and flow costs more than the fused depth and the odometry together).
+        for topic in LAZY_OUTPUTS:
+            if topic in wanted and not self._outputs[topic].get_subscription_count():
+                wanted.discard(topic)
         result = self.pipeline(frame, points="points" in wanted)
         self._description = self.pipeline.describe()
         self._observe(result)

@@ -1,12 +1,22 @@
 """All stages in one process, ROS-free: ``Pipeline(config)(frame) -> PipelineResult``.
 
-Per frame: depth network -> flow network -> (optionally) pose network -> odometry (tracking +
+Per frame: depth network | flow network -> (optionally) pose network -> odometry (tracking +
 keyframe depth fusion) -> the frame's best depth (network depth corrected by the fused keyframe
 depth, in the odometry's metric scale: ``PipelineResult.depth``; the network's own output stays in
 ``network_depth``) -> per-frame point cloud (camera frame) -> global map (keyframe clouds in a bounded voxel map,
 loop closure on the keyframe pose graph). Every stage can be switched off; the networks share
 one :class:`~geovis_ros.inference.engine.EngineConfig` (one backend, device and engine cache).
 The nodes, ``geovis process-bag`` and the demo all run this class.
+
+The depth network and the flow network (then the pose network) are independent: they may run at
+the same time (``network_overlap``), flow and pose on a worker thread while depth runs on the
+caller's (ONNX Runtime, torch and OpenCV release the GIL while they compute), and the frame's
+odometry starts once both are done; the results are those of running them one after the other.
+``auto`` overlaps them where one runs on a GPU and the others on the CPU. On the CPU alone it buys
+nothing measurable when each engine already uses every core (2 cores, ONNX Runtime and OpenCV DIS:
+per-frame time within 5 % either way, alternating frames in one process), so ``auto`` runs them in
+turn there and ``on`` overlaps them anyway. Two CUDA stages share one stream, which orders their
+work: they never overlap.
 """
 
 from __future__ import annotations
@@ -15,6 +25,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -22,7 +33,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from geovis_ros.frame import Frame, PipelineResult, PointCloud
+from geovis_ros.frame import FlowResult, Frame, PipelineResult, PointCloud
 from geovis_ros.geometry.camera import transform_points
 from geovis_ros.geometry.se3 import invert
 from geovis_ros.inference.engine import EngineConfig, default_engine_cache_dir
@@ -34,6 +45,8 @@ from geovis_ros.slam.frontend.config import MOTION_PRIORS, OdometryConfig, Scale
 from geovis_ros.slam.frontend.odometry import OdometryStage
 
 STAGES: tuple[str, ...] = ("depth", "flow", "odometry", "mapping")
+NETWORK_OVERLAPS: tuple[str, ...] = ("auto", "on", "off")
+"""Values of :attr:`PipelineConfig.network_overlap`."""
 # Node parameters (geovis_ros.nodes.params) that pipeline_config_from_parameters reads.
 PIPELINE_PARAMETERS: tuple[str, ...] = (
     "backend", "device", "precision", "engine_cache_dir", "model_depth", "model_flow", "model_pose",
@@ -66,6 +79,10 @@ class PipelineConfig:
             the confidence threshold is relative to the depth source by default (pixels at most 1.5x
             the image's median relative std, or within 10 %).
         odom_frame: frame name of the odometry, the map and the keyframe poses.
+        network_overlap: when the flow (and pose) network runs on a worker thread while the depth
+            network runs (same results): ``auto`` where exactly one of them runs on CUDA and the
+            others on the CPU, ``on`` also when all run on the CPU, ``off`` never (see the module
+            docstring for what it buys).
 
     """
 
@@ -82,6 +99,7 @@ class PipelineConfig:
     mapping_config: BackendConfig = field(default_factory=BackendConfig)
     cloud: CloudConfig = field(default_factory=lambda: CloudConfig(stride=2, std_over_median=1.5))
     odom_frame: str = "odom"
+    network_overlap: str = "auto"
 
     def __post_init__(self) -> None:
         if self.odometry and not self.depth:
@@ -94,6 +112,9 @@ class PipelineConfig:
             raise ValueError(f"PipelineConfig.max_network_height must be >= 0, got {self.max_network_height}")
         if not self.odom_frame:
             raise ValueError("PipelineConfig.odom_frame must not be empty")
+        if self.network_overlap not in NETWORK_OVERLAPS:
+            raise ValueError(f"PipelineConfig.network_overlap must be one of {', '.join(NETWORK_OVERLAPS)}, "
+                             f"got {self.network_overlap!r}")
 
     @property
     def stages(self) -> tuple[str, ...]:
@@ -173,7 +194,9 @@ def pipeline_config_from_parameters(values: Mapping[str, Any], stages: tuple[str
 class Pipeline:
     """Depth, flow, odometry, per-frame cloud and map of a frame stream, in one call per frame.
 
-    Not thread-safe: one caller (the node's worker thread, or an offline loop) drives it.
+    Not thread-safe: one caller (the node's worker thread, or an offline loop) drives it. When the
+    networks overlap it owns one worker thread for the flow and pose networks (every call waits for
+    it, so no network runs between calls).
     """
 
     def __init__(self, config: PipelineConfig = PipelineConfig()) -> None:
@@ -191,6 +214,10 @@ class Pipeline:
         self._last_result: PipelineResult | None = None
         self.empty_clouds = 0
         self._last_empty_warning = -math.inf
+        # Whether the flow/pose networks run beside the depth network: decided once the first frames
+        # have created their engines (None: not yet).
+        self._concurrent: bool | None = None
+        self._worker: ThreadPoolExecutor | None = None
 
     # -- streaming -----------------------------------------------------------------------
     def __call__(self, frame: Frame, points: bool = True) -> PipelineResult:
@@ -198,22 +225,21 @@ class Pipeline:
 
         ``points``: compute the per-frame point cloud (``result.points``); a caller that will not
         publish or write it passes False and saves its time (the map does not use it).
+
+        ``timings_ms`` (milliseconds): ``depth``, ``flow`` and ``pose`` are each network stage's own
+        wall time, measured on the thread that ran it; when they run concurrently they overlap, and
+        ``networks`` (present whenever depth and flow or pose run) is the wall time until all of them
+        are done. ``odometry``, ``fused_depth``, ``points`` and ``mapping`` follow one after the
+        other; ``total`` is the whole call.
         """
         start = time.perf_counter()
         self._fit_networks(frame)
         result = PipelineResult(frame=frame)
         timings = result.timings_ms
-        clock = start
-        if self.depth_stage is not None:
-            result.depth = self.depth_stage(frame)
-            clock = _lap(timings, "depth", clock)
-        if self.flow_stage is not None:
-            result.flow = self.flow_stage(frame)
-            clock = _lap(timings, "flow", clock)
-        pose_prior = None
-        if self.pose_stage is not None:
-            pose_prior = self.pose_stage(frame)
-            clock = _lap(timings, "pose", clock)
+        pose_prior = self._run_networks(frame, result)
+        clock = time.perf_counter()
+        if "flow" in timings or "pose" in timings:
+            timings["networks"] = (clock - start) * 1000.0
         if self.odometry_stage is not None and result.depth is not None:
             result.network_depth = result.depth
             result.odometry = self.odometry_stage(frame, result.depth, result.flow, pose_prior)
@@ -232,6 +258,67 @@ class Pipeline:
         self.frames += 1
         self._last_result = result
         return result
+
+    def _run_networks(self, frame: Frame, result: PipelineResult) -> NDArray[np.float64] | None:
+        """Fill ``result.depth``, ``result.flow`` and their timings; returns the pose network's prior (or None).
+
+        Flow and pose run on the worker thread while depth runs here when :meth:`_overlap` allows it
+        (then this waits for the worker also when the depth network raises); otherwise depth, flow
+        and pose run here in turn.
+        """
+        timings = result.timings_ms
+        side: Future[tuple[FlowResult | None, NDArray[np.float64] | None, dict[str, float]]] | None = None
+        if self._overlap():
+            if self._worker is None:
+                self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="geovis-networks")
+            side = self._worker.submit(self._flow_and_pose, frame)
+        try:
+            if self.depth_stage is not None:
+                clock = time.perf_counter()
+                result.depth = self.depth_stage(frame)
+                _lap(timings, "depth", clock)
+        finally:
+            outputs = side.result() if side is not None else None
+        result.flow, pose_prior, side_timings = outputs if outputs is not None else self._flow_and_pose(frame)
+        timings.update(side_timings)
+        return pose_prior
+
+    def _flow_and_pose(
+        self, frame: Frame,
+    ) -> tuple[FlowResult | None, NDArray[np.float64] | None, dict[str, float]]:
+        """The flow network's result, the pose network's prior (None where a stage is off) and their ms.
+
+        The timings are ``flow`` and ``pose`` (each stage's wall time, ms). Runs on the worker thread
+        or on the caller's.
+        """
+        flow, pose_prior = None, None
+        timings: dict[str, float] = {}
+        if self.flow_stage is not None:
+            clock = time.perf_counter()
+            flow = self.flow_stage(frame)
+            _lap(timings, "flow", clock)
+        if self.pose_stage is not None:
+            clock = time.perf_counter()
+            pose_prior = self.pose_stage(frame)
+            _lap(timings, "pose", clock)
+        return flow, pose_prior, timings
+
+    def _overlap(self) -> bool:
+        """Whether this frame's flow and pose networks run beside the depth network (``network_overlap``).
+
+        Needs a depth stage and a flow or pose stage; decided once every one of them has an engine
+        (the first frames run them in turn), from the devices the engines run on.
+        """
+        stages = [s for s in (self.depth_stage, self.flow_stage, self.pose_stage) if s is not None]
+        if self.config.network_overlap == "off" or self.depth_stage is None or len(stages) < 2:
+            return False
+        if self._concurrent is None:
+            devices = [stage.describe().get(f"{stage.spec.name}_device") for stage in stages]
+            if any(device is None for device in devices):
+                return False  # an engine is created by this frame: a later frame decides
+            on_cuda = sum(str(device).startswith("cuda") for device in devices)
+            self._concurrent = on_cuda == 1 or (on_cuda == 0 and self.config.network_overlap == "on")
+        return self._concurrent
 
     def _check_cloud(self, points: PointCloud) -> None:
         """Count empty per-frame clouds; warn (throttled) when the confidence threshold removed everything."""

@@ -19,6 +19,7 @@ Units: inverse depth in 1 / (depth units); depth units are metres for metric net
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -26,7 +27,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from geovis_ros.geometry.camera import Intrinsics
+from geovis_ros.geometry.camera import Intrinsics, pixel_grid
 from geovis_ros.geometry.se3 import rotation_angle
 from geovis_ros.slam.frontend.config import FusionConfig, KeyframeConfig, TrackingConfig
 from geovis_ros.slam.frontend.pyramid import ImagePyramid, sample_bilinear
@@ -37,6 +38,51 @@ _STEREO_BORDER_PX = 4
 _PROPAGATION_VARIANCE_FACTOR = 2.0  # propagated stereo depth is trusted half as much as fresh
 _MIN_RELATIVE_STD = 1e-3  # floor of the network's std / depth
 _BIAS_GRID_PX = 8  # the bias field is computed on a grid this many pixels apart
+FRAME_DEPTH_MAX_PIXELS = 320 * 240
+"""A frame's fused depth (:func:`fuse_frame_depth`) is computed on a grid of at most this many pixels.
+
+Larger images are fused on a grid shrunk to it (:func:`frame_depth_grid`) and the result resized to
+the image: the network depth it corrects comes from a network input of about this size anyway. On
+the synthetic room at 640x480 the fused depth's AbsRel is 0.2478 this way and 0.2476 at full size
+(0.0894 and 0.0898 after per-frame median scaling), in a quarter of the time.
+"""
+
+
+@functools.lru_cache(maxsize=4)
+def _bearing_grid(intrinsics: Intrinsics) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """Per-pixel normalised image coordinates ``((u - cx) / fx, (v - cy) / fy)``: two (H, W) float32, read-only."""
+    grid = pixel_grid(intrinsics.height, intrinsics.width)
+    bearing_x = (grid[..., 0] - np.float32(intrinsics.cx)) / np.float32(intrinsics.fx)
+    bearing_y = (grid[..., 1] - np.float32(intrinsics.cy)) / np.float32(intrinsics.fy)
+    bearing_x.flags.writeable = False
+    bearing_y.flags.writeable = False
+    return bearing_x, bearing_y
+
+
+def frame_depth_grid(intrinsics: Intrinsics, max_pixels: int = FRAME_DEPTH_MAX_PIXELS) -> Intrinsics:
+    """Intrinsics of the grid a frame's fused depth is computed on: the image's, shrunk to ``max_pixels``.
+
+    An image of at most ``max_pixels`` pixels keeps its own intrinsics; a larger one is shrunk with
+    its aspect ratio kept (:meth:`Intrinsics.resized`, cv2.resize's pixel-centre convention).
+    """
+    pixels = intrinsics.width * intrinsics.height
+    if pixels <= max_pixels:
+        return intrinsics
+    shrink = math.sqrt(max_pixels / pixels)
+    return intrinsics.resized(max(1, round(intrinsics.width * shrink)), max(1, round(intrinsics.height * shrink)))
+
+
+def resample_map(values: NDArray[np.float32], grid: Intrinsics) -> NDArray[np.float32]:
+    """A per-pixel map (H, W) float32 resized onto ``grid`` (grid.height, grid.width); the map itself if it fits.
+
+    Shrinking averages over each target pixel's area, enlarging is bilinear (cv2.resize, pixel-centre
+    convention as :meth:`Intrinsics.resized`); NaN spreads to every target pixel it touches.
+    """
+    if values.shape == (grid.height, grid.width):
+        return values
+    shrinking = grid.width * grid.height < values.size
+    return np.asarray(cv2.resize(values, (grid.width, grid.height),
+                                 interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR), np.float32)
 
 
 def inverse_depth_prior(
@@ -441,23 +487,30 @@ class ActiveKeyframe:
                 cfg.bias_prior_std,
             )
         correction = np.exp(self.bias_field)
+        # Without stereo evidence a pixel's fused value is the corrected prior itself; the pixels
+        # with evidence (a few per cent) are fused below, one by one.
         corrected = prior * correction
-        # The network's variance is relative to its own value (std proportional to depth), so its
-        # information is evaluated at the stereo evidence where there is some: with its own value,
-        # a prior predicted too far would claim more information than one predicted too near, and
-        # every fusion (and keyframe hand-over) would pull the fused depth, hence the scale, outward.
-        # Only with stereo fusion on: without it (the classical baseline) the "evidence" is merely depth
-        # handed over from earlier network priors, and the baseline keeps its former weighting.
-        corrected_info = 1.0 / (prior_var * correction * correction)
-        if cfg.enabled:
+        corrected_var = prior_var * correction * correction
+        if observed.size:
+            # The network's variance is relative to its own value (std proportional to depth), so its
+            # information is evaluated at the stereo evidence: with its own value, a prior predicted
+            # too far would claim more information than one predicted too near, and every fusion (and
+            # keyframe hand-over) would pull the fused depth, hence the scale, outward. Only with
+            # stereo fusion on: without it (the classical baseline) the "evidence" is merely depth
+            # handed over from earlier network priors, and the baseline keeps its former weighting.
+            evidence_info = self.evidence_info.reshape(-1)[observed]
+            evidence_mean = self.evidence_mean.reshape(-1)[observed]
+            corrected_at = corrected.reshape(-1)[observed]
             with np.errstate(divide="ignore", invalid="ignore"):
-                value_ratio = np.where(self.evidence_info > 0, self.evidence_mean / corrected, 1.0)
-            corrected_info = corrected_info / (value_ratio * value_ratio)
-        info = corrected_info + self.evidence_info
-        self.inverse_depth = (
-            (corrected * corrected_info + self.evidence_info * self.evidence_mean) / info
-        ).astype(np.float32)
-        self.inverse_depth_var = (1.0 / info).astype(np.float32)
+                corrected_info = 1.0 / corrected_var.reshape(-1)[observed]
+                if cfg.enabled:
+                    value_ratio = evidence_mean / corrected_at
+                    corrected_info = corrected_info / (value_ratio * value_ratio)
+                info = corrected_info + evidence_info
+                corrected.reshape(-1)[observed] = (corrected_at * corrected_info + evidence_info * evidence_mean) / info
+                corrected_var.reshape(-1)[observed] = 1.0 / info
+        self.inverse_depth = corrected.astype(np.float32, copy=False)
+        self.inverse_depth_var = corrected_var.astype(np.float32, copy=False)
         self.reference.set_depth(self.inverse_depth, self.inverse_depth_var)
         self._reference_stale = False
 
@@ -476,37 +529,41 @@ class ActiveKeyframe:
         inverse depth there, which is the next iteration's guess. Variance follows
         ``var * (rho_frame / rho_keyframe)^4``. NaN where the warp leaves the keyframe or finds no depth.
         """
-        height, width = intrinsics.height, intrinsics.width
+        if iterations < 1:
+            raise ValueError(f"sample_into needs at least one iteration, got {iterations}")
         k_key = self.pyramid.intrinsics[0]
         pose_keyframe_frame = np.linalg.inv(pose_frame_keyframe)
-        rows, cols = np.mgrid[0:height, 0:width].astype(np.float32)
-        bearing = np.stack([(cols - intrinsics.cx) / intrinsics.fx, (rows - intrinsics.cy) / intrinsics.fy], axis=-1)
+        rotation = pose_keyframe_frame[:3, :3]
+        translation = pose_keyframe_frame[:3, 3]
+        # Frame point b / rho (b = (x, y, 1) bearing) in the keyframe, times rho: R b + rho t, with
+        # R b per pixel fixed by the pose (and the projection's fx, cx folded into its x, y rows).
+        bearing_x, bearing_y = _bearing_grid(intrinsics)
+        project = k_key.matrix @ rotation
+        moved = k_key.matrix @ translation
+        rotated = [np.float32(row[0]) * bearing_x + np.float32(row[1]) * bearing_y + np.float32(row[2])
+                   for row in project]
+        # The keyframe point at depth d on the pixel's keyframe ray, moved back into the frame, has
+        # z = d (1 + rho c) / z_key - c with c = (R^T t)_z (z_key: the point's keyframe z times rho).
+        back_z = np.float32(rotation[:, 2] @ translation)
         rho = np.asarray(guess, dtype=np.float32)
-        var = np.full((height, width), np.nan, np.float32)
-        rotation = pose_keyframe_frame[:3, :3].astype(np.float32)
-        translation = pose_keyframe_frame[:3, 3].astype(np.float32)
-        # rows of rotation applied to the bearing (x, y, 1): the keyframe point is (R b + rho t) / rho
-        rotated = [rotation[i, 0] * bearing[..., 0] + rotation[i, 1] * bearing[..., 1] + rotation[i, 2]
-                   for i in range(3)]
-        back = np.linalg.inv(rotation.astype(np.float64)).astype(np.float32)
-        for _ in range(iterations):
-            with np.errstate(invalid="ignore", divide="ignore"):
-                x, y, z = (rotated[i] + rho * translation[i] for i in range(3))  # keyframe point times rho
-                u = k_key.fx * x / z + k_key.cx
-                v = k_key.fy * y / z + k_key.cy
-                u = np.where(z > 1e-6, u, np.nan).astype(np.float32)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            for _ in range(iterations):
+                z = rotated[2] + rho * np.float32(moved[2])
+                z[~(z > 1e-6)] = np.nan  # behind the keyframe (or NaN guess): no sample
+                u = (rotated[0] + rho * np.float32(moved[0])) / z
+                v = (rotated[1] + rho * np.float32(moved[1])) / z
                 sampled = sample_bilinear(self.inverse_depth, u, v)
-                sampled_var = sample_bilinear(self.inverse_depth_var, u, v)
-                # keyframe point at the sampled inverse depth, moved back into the frame: its z there
-                key_bearing = np.stack([(u - k_key.cx) / k_key.fx, (v - k_key.cy) / k_key.fy], axis=-1)
-                depth_key = 1.0 / sampled
-                moved_z = (back[2, 0] * (key_bearing[..., 0] * depth_key - translation[0])
-                           + back[2, 1] * (key_bearing[..., 1] * depth_key - translation[1])
-                           + back[2, 2] * (depth_key - translation[2]))
-                rho = np.where(moved_z > 1e-6, 1.0 / moved_z, np.nan).astype(np.float32)
-                var = (sampled_var * (rho / sampled) ** 4).astype(np.float32)
-        valid = np.isfinite(rho) & np.isfinite(var) & (rho > 0)
-        return np.where(valid, rho, np.nan).astype(np.float32), np.where(valid, var, np.nan).astype(np.float32)
+                # 1 / moved z = z_key / (d (1 + rho c) - c z_key) with d = 1 / sampled
+                denominator = (1.0 + rho * back_z) / sampled - back_z * z
+                rho = (z / denominator).astype(np.float32, copy=False)
+                rho[~(denominator > 1e-6 * z)] = np.nan
+            ratio = rho / sampled
+            ratio *= ratio
+            var = sample_bilinear(self.inverse_depth_var, u, v) * ratio * ratio
+            invalid = ~((rho > 0) & np.isfinite(var))
+        rho[invalid] = np.nan
+        var[invalid] = np.nan
+        return rho, var
 
     def propagate(
         self, pose_new_keyframe: NDArray[np.float64], intrinsics: Intrinsics,
@@ -631,26 +688,30 @@ def fuse_frame_depth(
 
     """
     scale, shift = affine
-    with np.errstate(invalid="ignore", divide="ignore"):
-        prior = (scale * network_rho + shift).astype(np.float32)
-        prior_var = (network_var * scale * scale).astype(np.float32)
-        prior = np.where(prior > 1.0 / config.max_depth, prior, np.nan).astype(np.float32)
-        both = np.isfinite(prior) & np.isfinite(keyframe_rho) & (keyframe_rho > 0) & np.isfinite(keyframe_var)
-        log_ratio = np.where(both, np.log(keyframe_rho / np.where(both, prior, 1.0)), 0.0).astype(np.float32)
-        log_var = keyframe_var / keyframe_rho**2 + prior_var / prior**2
-        weight = np.where(both & (log_var > 0), 1.0 / np.where(both, log_var, 1.0), 0.0).astype(np.float32)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        prior = np.asarray(network_rho, dtype=np.float32) * np.float32(scale) + np.float32(shift)
+        prior[~(prior > 1.0 / config.max_depth)] = np.nan
+        prior_var = np.asarray(network_var, dtype=np.float32) * np.float32(scale * scale)
+        both = np.isfinite(prior) & (keyframe_rho > 0) & np.isfinite(keyframe_rho) & np.isfinite(keyframe_var)
+        ratio = keyframe_rho / prior
+        log_ratio = np.log(ratio, out=np.zeros_like(prior), where=both)
+        log_var = keyframe_var / (keyframe_rho * keyframe_rho) + prior_var / (prior * prior)
+        weight = np.divide(1.0, log_var, out=np.zeros_like(prior), where=both & (log_var > 0))
     field = estimate_bias_field(log_ratio, weight, config.bias_field_sigma * prior.shape[1], config.bias_prior_std)
-    correction = np.exp(field)
-    corrected = prior * correction
-    corrected_var = prior_var * correction * correction
-    with np.errstate(invalid="ignore", divide="ignore"):
-        prior_info = np.where(np.isfinite(corrected) & (corrected_var > 0), 1.0 / corrected_var, 0.0)
-        keyframe_info = np.where(both, 1.0 / keyframe_var, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        correction = np.exp(field)
+        corrected = prior * correction
+        corrected_var = prior_var * correction * correction
+        prior_info = np.divide(1.0, corrected_var, out=np.zeros_like(prior),
+                               where=np.isfinite(corrected) & (corrected_var > 0))
+        keyframe_info = np.divide(1.0, keyframe_var, out=np.zeros_like(prior), where=both)
         info = prior_info + keyframe_info
         rho = (np.nan_to_num(corrected) * prior_info + np.nan_to_num(keyframe_rho) * keyframe_info) / info
-        only_keyframe = ~np.isfinite(corrected) & np.isfinite(keyframe_rho) & (keyframe_rho > 0) & (keyframe_var > 0)
-        rho = np.where(only_keyframe, keyframe_rho, rho)
-        var = np.where(only_keyframe, keyframe_var, 1.0 / info)
-        valid = ((info > 0) | only_keyframe) & np.isfinite(rho) & (rho > 1.0 / config.max_depth) & (
-            rho < 1.0 / config.min_depth)
-    return np.where(valid, rho, np.nan).astype(np.float32), np.where(valid, var, np.nan).astype(np.float32)
+        var = 1.0 / info
+        only_keyframe = ~np.isfinite(corrected) & (keyframe_rho > 0) & np.isfinite(keyframe_rho) & (keyframe_var > 0)
+        rho[only_keyframe] = keyframe_rho[only_keyframe]
+        var[only_keyframe] = keyframe_var[only_keyframe]
+        invalid = ~(((info > 0) | only_keyframe) & (rho > 1.0 / config.max_depth) & (rho < 1.0 / config.min_depth))
+    rho[invalid] = np.nan
+    var[invalid] = np.nan
+    return rho, var

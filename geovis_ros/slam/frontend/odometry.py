@@ -71,9 +71,11 @@ from geovis_ros.slam.frontend.keyframes import (
     FusionStats,
     Keyframe,
     align_prior_to_reference,
+    frame_depth_grid,
     fuse_frame_depth,
     inverse_depth_prior,
     keyframe_switch_reason,
+    resample_map,
 )
 from geovis_ros.slam.frontend.pyramid import ImagePyramid, sample_bilinear
 from geovis_ros.slam.frontend.tracking import DirectTracker
@@ -265,7 +267,10 @@ class OdometryStage:
         (:meth:`~geovis_ros.slam.frontend.keyframes.ActiveKeyframe.sample_into`), the
         network depth is brought into the odometry's scale (fitted onto the keyframe depth: a
         scale, plus a shift for relative inverse depth) and corrected and fused with it
-        (:func:`~geovis_ros.slam.frontend.keyframes.fuse_frame_depth`).
+        (:func:`~geovis_ros.slam.frontend.keyframes.fuse_frame_depth`). Images larger than
+        :data:`~geovis_ros.slam.frontend.keyframes.FRAME_DEPTH_MAX_PIXELS` are fused on a coarser
+        grid (:func:`~geovis_ros.slam.frontend.keyframes.frame_depth_grid`) and the result is
+        resized to the image (bilinear).
 
         Returns:
             (H, W) float32 depth and std in odometry units (metres when ``is_metric``), NaN
@@ -277,13 +282,17 @@ class OdometryStage:
         if active is None or relative is None:
             return depth
         cfg = self.config
-        rho_net, var_net = inverse_depth_prior(depth.depth, depth.std, cfg.fusion)
+        image = depth.intrinsics
+        grid = frame_depth_grid(image)  # the image's, or a coarser one for large images
+        rho_net, var_net = (resample_map(values, grid) for values in
+                            inverse_depth_prior(depth.depth, depth.std, cfg.fusion))
         known = self._prior_affine if self._prior_affine is not None and self._affine_prior_used(depth) else (1.0, 0.0)
-        keyframe_rho, keyframe_var = active.sample_into(relative, depth.intrinsics, _depth_guess(rho_net, known))
+        keyframe_rho, keyframe_var = active.sample_into(relative, grid, _depth_guess(rho_net, known))
         fit_shift = cfg.scale.relative_shift and not depth.is_metric
         fit = align_prior_to_reference(rho_net, keyframe_rho, fit_shift=fit_shift, min_points=cfg.scale.min_points)
         affine = (fit[0], fit[1]) if fit is not None else known
-        rho, var = fuse_frame_depth(rho_net, var_net, keyframe_rho, keyframe_var, affine, cfg.fusion)
+        rho, var = (resample_map(values, image) for values in
+                    fuse_frame_depth(rho_net, var_net, keyframe_rho, keyframe_var, affine, cfg.fusion))
         is_metric, source, confidence = self._scale_state(depth)
         with np.errstate(divide="ignore", invalid="ignore"):
             metres = (1.0 / rho).astype(np.float32)

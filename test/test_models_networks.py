@@ -227,3 +227,8 @@ def test_dis_objects_are_reused_per_thread_preset_and_size():
     a = cv2.GaussianBlur(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), (0, 0), 1.5)
     b = np.roll(a, 2, axis=1)
     np.testing.assert_array_equal(initial_flow(a, b), initial_flow(a, b))  # reuse keeps no state between calls
+    assert dis_object("medium", 240, 320, seeded=True) is not first  # the seeded pass has its own object
+    c = np.roll(a, 5, axis=0)
+    before = initial_flow(a, b)
+    initial_flow(b, c)  # whatever ran before (here a seeded pass on other images) changes nothing
+    np.testing.assert_array_equal(initial_flow(a, b), before)

@@ -26,6 +26,23 @@ def test_bag_queue_drops_the_oldest_beyond_its_byte_budget_and_counts_them():
     assert q.get(timeout=0) == b"0123456789AB" and q.bytes == 0
 
 
+def test_wake_returns_a_waiting_get_at_once_and_keeps_items():
+    import threading
+
+    q = FrameQueue[bytes]("live")
+    got: list[object] = []
+    waiter = threading.Thread(target=lambda: got.append(q.get(timeout=10.0)))
+    started = time.monotonic()
+    waiter.start()
+    time.sleep(0.05)
+    q.wake()
+    waiter.join(5.0)
+    assert got == [None] and time.monotonic() - started < 2.0  # not the 10 s timeout
+    q.put(b"frame")
+    q.wake()
+    assert q.get(timeout=0) == b"frame"  # a wake never hides a queued item
+
+
 class SlowEcho(PerceptionNode):
     """Counts the frames it processes, each taking ``delay_s``."""
 
@@ -37,6 +54,9 @@ class SlowEcho(PerceptionNode):
     def process(self, frame, header):
         time.sleep(self.delay_s)
         self.processed.append(frame.stamp_ns)
+
+    def warm_up(self, intrinsics):
+        self.warmed = [*getattr(self, "warmed", []), (intrinsics.width, intrinsics.height, len(self.processed))]
 
 
 def run(mode, delay_s, width, height, frames, period_s, **params):
@@ -100,3 +120,9 @@ def test_live_mode_keeps_processing_the_newest_frame_under_a_flood(width, height
     assert throughput > 0.25 / 0.02, (len(node.processed), node.flood_s)  # a collapse is about 1 frame/s
     assert node.queue.dropped > 0 and node.processed[-1] == node.last_stamp_ns  # the newest frame was processed
     assert node.failed_frames == 0 and node.rejected_frames == 0
+
+
+def test_a_new_camera_info_warms_the_stage_up_before_the_first_image():
+    node = run("live", 0.0, 64, 48, 3, 0.05)
+    assert node.warmed == [(64, 48, 0)]  # once, for that size, before any image was processed
+    assert len(node.processed) == 3

@@ -5,30 +5,28 @@ player (:meth:`SequencePlayer.play_paced`) sends a small synthetic sequence at 5
 /diagnostics account for every image: processed, or dropped by the live queue (depth 1, newest kept).
 """
 
+import argparse
+import math
 import os
 import time
 
 import pytest
 
-from geovis_ros.apps.demo import local_ros_environment, pipeline_node_command, start_node, stop_node
+from geovis_ros.apps.demo import (
+    add_arguments,
+    live_settled,
+    local_ros_environment,
+    pipeline_node_command,
+    run_demo,
+    start_node,
+    stop_node,
+)
+from geovis_ros.errors import CommandError
 from geovis_ros.nodes.sequence_player import run_player
 from geovis_ros.synthetic.scenes import SynthConfig, render_sequence
 
 FRAMES, RATE_HZ = 16, 5.0
 PARAMETERS = {"mode": "live", "use_sim_time": False, "backend": "torch", "input_width": 96}
-
-
-def _accounted(diagnostics: dict[str, str]) -> int:
-    """Images the node has finished with: processed, dropped by the live queue, failed, rejected, or
-    skipped before the camera_info arrived."""
-    return sum(int(diagnostics.get(key, "0")) for key in ("frames_out", "dropped_frames", "failed_frames",
-                                                          "rejected_frames", "waiting_for_camera_info_frames"))
-
-
-def _settled(diagnostics: dict[str, str]) -> bool:
-    """Whether the node has finished with every image it received (none queued or in work)."""
-    return _accounted(diagnostics) == int(diagnostics.get("frames_in", "-1")) and diagnostics.get(
-        "queued_frames") == "0"
 
 
 @pytest.fixture(scope="module")
@@ -42,10 +40,10 @@ def live_run(tmp_path_factory):
     def play(player) -> None:
         assert player.wait_for_played_node(90.0), "pipeline_node did not come up"
         started = time.monotonic()
-        timing["sent"] = player.play_paced(frames, RATE_HZ, settle_s=20.0)
+        timing["sent"] = len(player.play_paced(frames, RATE_HZ, settle_s=20.0))
         timing["seconds"] = time.monotonic() - started
         recording = player.recording  # its diagnostics (once a second) catch up with the last odometry
-        player.spin_until(lambda: _settled(recording.diagnostics)
+        player.spin_until(lambda: live_settled(recording.diagnostics)
                           and recording.diagnostics["frames_out"] == str(len(recording.odometry)), 10.0)
 
     with log_path.open("w") as log:
@@ -75,8 +73,24 @@ def test_live_node_accounts_for_every_image(live_run):
     # best-effort (sensor data) input: DDS itself may lose an image on a busy machine
     received = int(diagnostics["frames_in"])
     assert diagnostics["mode"] == "live" and FRAMES - 3 <= received <= FRAMES
-    assert _settled(diagnostics) and diagnostics["failed_frames"] == "0", diagnostics
+    assert live_settled(diagnostics) and diagnostics["failed_frames"] == "0", diagnostics
     # the first frame builds the engines (seconds): the images meanwhile are dropped, the newest kept
     processed = int(diagnostics["frames_out"])
     assert processed >= 3 and len(recording.odometry) == processed
     assert set(recording.odometry) <= set(recording.sent_s)
+
+
+def test_demo_as_a_live_camera_scores_the_processed_frames_and_counts_the_drops(tmp_path):
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--out", str(tmp_path), "--frames", "12", "--width", "96", "--height", "72",
+                              "--backend", "torch", "--rate", str(RATE_HZ), "--domain-id", os.environ["ROS_DOMAIN_ID"]])
+    demo = run_demo(args)
+    metrics = demo.metrics
+    assert metrics["rate_hz"] == RATE_HZ and metrics["frames_in"] == 12
+    # wall-clock stamps were mapped back to the frames' own: results are scored against ground truth
+    assert set(demo.recording.odometry) <= {frame.stamp_ns for frame in demo.frames}
+    assert metrics["frames_out"] == len(demo.recording.odometry) >= 3 and math.isfinite(metrics["ate_rmse_m"])
+    assert metrics["frames_out"] + metrics["dropped_frames"] <= metrics["node_frames_in"] <= 12
+    with pytest.raises(CommandError, match="--rate"):
+        run_demo(parser.parse_args(["--out", str(tmp_path), "--rate", "-5"]))

@@ -110,3 +110,18 @@ def test_auto_runs_cpu_networks_in_turn_and_bad_values_are_refused(frames):
     assert all("networks" in r.timings_ms for r in results)
     with pytest.raises(ValueError, match="network_overlap"):
         PipelineConfig(network_overlap="always")
+
+
+def test_warm_up_builds_the_engines_and_leaves_the_stream_as_it_was(frames):
+    cold = Pipeline(pipeline_config_from_parameters(TORCH))
+    warm = Pipeline(pipeline_config_from_parameters(TORCH))
+    warm.warm_up(frames[0].intrinsics)
+    assert "depth_backend" in warm.describe() and "depth_backend" not in cold.describe()  # engines exist
+    assert warm.frames == 0
+    for frame in frames[:5]:
+        a, b = cold(frame), warm(frame)
+        np.testing.assert_array_equal(a.depth.depth, b.depth.depth)
+        assert (a.flow is None) == (b.flow is None)  # the grey frames are not the flow's previous frame
+        if a.flow is not None:
+            np.testing.assert_array_equal(a.flow.flow, b.flow.flow)
+        np.testing.assert_array_equal(a.odometry.pose, b.odometry.pose)

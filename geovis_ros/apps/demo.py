@@ -5,11 +5,17 @@ Steps: render a short sequence with exact ground truth (pose, depth); start
 ``use_sim_time:=true``, ``input_qos:=reliable``) on a private ROS domain restricted to this
 machine; play the frames over DDS with ``/clock``; record every output; stop the node with
 SIGINT; write ``report.md``, ``metrics.json``, ``trajectory.png``, ``depth.png`` and ``map.ply``.
+
+With ``--rate HZ`` the frames are played like a live camera instead (``mode:=live``, the node's
+own clock, sensor-data QoS): wall-clock stamps every 1 / HZ s whatever the node does, so frames
+the node cannot keep up with are dropped by its live queue; the summary says how many it received,
+processed and dropped, and the scores cover the processed frames.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import random
 import signal
@@ -17,7 +23,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -63,6 +69,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="inference backend of the node (default auto)")
     parser.add_argument("--in-flight", type=int, default=1,
                         help="frames sent ahead of their results (default 1: lockstep, latency without queueing)")
+    parser.add_argument("--rate", type=float, default=0.0, metavar="HZ",
+                        help="play like a live camera at HZ frames/s (node in live mode, drops counted); "
+                             "default 0: lockstep, every frame processed")
     parser.add_argument("--domain-id", type=int, default=None,
                         help="ROS_DOMAIN_ID to use (default: a random private one in 1..100)")
 
@@ -180,14 +189,18 @@ def run_demo(args: argparse.Namespace) -> DemoRun:
         raise CommandError(f"--frames must be at least {WARMUP_MIN_FRAMES} (the first frames build the engines)")
     if args.in_flight < 1:
         raise CommandError(f"--in-flight must be >= 1, got {args.in_flight}")
+    if not (args.rate >= 0 and math.isfinite(args.rate)):
+        raise CommandError(f"--rate must be a frame rate >= 0 (0: lockstep), got {args.rate}")
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     env = local_ros_environment(args.domain_id)
     os.environ.update({k: env[k] for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID")})
     print(f"geovis demo: rendering {args.frames} frames {args.width}x{args.height} ({args.scene}/{args.trajectory})")
     frames = render_frames(args)
-    parameters = {"mode": "bag", "use_sim_time": True, "input_qos": "reliable", "backend": args.backend,
-                  "input_width": min(args.width, 320), "input_height": min(args.height, 240), "map_rate": 2.0}
+    playing = {"mode": "live", "use_sim_time": False} if args.rate else {
+        "mode": "bag", "use_sim_time": True, "input_qos": "reliable"}
+    parameters = {**playing, "backend": args.backend, "input_width": min(args.width, 320),
+                  "input_height": min(args.height, 240), "map_rate": 2.0}
     command = pipeline_node_command(parameters)
     log_path = out / "pipeline_node.log"
     print(f"geovis demo: starting pipeline_node (ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}, log {log_path})")
@@ -196,7 +209,7 @@ def run_demo(args: argparse.Namespace) -> DemoRun:
     with log_path.open("w") as log:
         process = start_node(command, env, log)
         try:
-            recording = run_player(lambda player: _play(player, frames, process, args.in_flight))
+            recording = run_player(lambda player: _play(player, frames, process, args.in_flight, args.rate))
         finally:
             status = stop_node(process)
     log_text = log_path.read_text()
@@ -204,11 +217,16 @@ def run_demo(args: argparse.Namespace) -> DemoRun:
         raise CommandError(f"pipeline_node exited with status {status}; see {log_path}")
     metrics, evaluation = demo_metrics(frames, recording)
     metrics["elapsed_s"] = time.monotonic() - started
+    metrics["rate_hz"] = args.rate
+    metrics["node_frames_in"] = int(recording.diagnostics.get("frames_in", -1))
     middle = frames[len(frames) // 2]
     depth_example = (middle.depth, recording.depth[middle.stamp_ns]) if (
         middle.depth is not None and middle.stamp_ns in recording.depth) else None
-    latency = ("image published -> odom received (wall clock, DDS included), one frame in flight" if
-               args.in_flight == 1 else f"includes queueing: {args.in_flight} frames in flight")
+    if args.rate:
+        latency = f"image published -> odom received (wall clock, DDS included), live camera at {args.rate:g} Hz"
+    else:
+        latency = ("image published -> odom received (wall clock, DDS included), one frame in flight" if
+                   args.in_flight == 1 else f"includes queueing: {args.in_flight} frames in flight")
     details = [
         f"Sequence: synthetic `{args.scene}/{args.trajectory}`, {args.frames} frames {args.width}x{args.height}, "
         f"seed {args.seed}; node command: `{' '.join(command[1:])}`.",
@@ -219,8 +237,12 @@ def run_demo(args: argparse.Namespace) -> DemoRun:
     return DemoRun(frames, recording, metrics, written, log_text)
 
 
-def _play(player: Any, frames: list[SequenceFrame], process: subprocess.Popen[str], in_flight: int) -> None:
-    """Wait for the node, play the frames, wait for the final map and diagnostics."""
+def _play(player: Any, frames: list[SequenceFrame], process: subprocess.Popen[str], in_flight: int,
+          rate_hz: float) -> None:
+    """Wait for the node, play the frames (lockstep, or paced at ``rate_hz`` > 0), wait for the final outputs.
+
+    The player's recording ends up keyed by the frames' own stamps (a paced play stamps by the wall clock).
+    """
     if not player.wait_for_played_node(NODE_START_TIMEOUT_S) or process.poll() is not None:
         raise CommandError(f"pipeline_node did not come up within {NODE_START_TIMEOUT_S:.0f} s")
 
@@ -228,13 +250,41 @@ def _play(player: Any, frames: list[SequenceFrame], process: subprocess.Popen[st
         if sent % 10 == 0 or sent == len(frames):
             print(f"  played {sent}/{len(frames)} frames", flush=True)
 
+    recording = player.recording
+    if rate_hz:
+        sent = player.play_paced(frames, rate_hz, settle_s=FINAL_OUTPUTS_TIMEOUT_S, progress=progress)
+        # /diagnostics (once a second) catch up with the last result received
+        player.spin_until(lambda: recording.map is not None and live_settled(recording.diagnostics)
+                          and recording.diagnostics.get("frames_out") == str(len(recording.odometry)),
+                          FINAL_OUTPUTS_TIMEOUT_S)
+        own_stamps = {wall: frame.stamp_ns for wall, frame in zip(sent, frames, strict=True)}
+        player.recording = restamped(recording, own_stamps)
+        return
     try:
         player.play(frames, window=in_flight, frame_timeout_s=FRAME_TIMEOUT_S, progress=progress)
     except TimeoutError as err:
         raise CommandError(f"{err} (pipeline_node {'exited' if process.poll() is not None else 'stalled'})") from None
-    recording = player.recording
     player.spin_until(lambda: recording.map is not None
                       and recording.diagnostics.get("frames_out") == str(len(frames)), FINAL_OUTPUTS_TIMEOUT_S)
+
+
+def live_settled(diagnostics: Mapping[str, str]) -> bool:
+    """Whether a live node has finished with every image it received (processed, dropped, failed or refused)."""
+    finished = sum(int(diagnostics.get(key, "0")) for key in (
+        "frames_out", "dropped_frames", "failed_frames", "rejected_frames", "waiting_for_camera_info_frames"))
+    return finished == int(diagnostics.get("frames_in", "-1")) and diagnostics.get("queued_frames") == "0"
+
+
+def restamped(recording: Recording, stamps: Mapping[int, int]) -> Recording:
+    """``recording`` with its per-frame entries (sent, done, depth, odometry) re-keyed by ``stamps`` (old -> new ns).
+
+    Entries under stamps not in ``stamps`` are dropped.
+    """
+    def rekey(values: Mapping[int, Any]) -> dict[int, Any]:
+        return {stamps[stamp]: value for stamp, value in values.items() if stamp in stamps}
+
+    return replace(recording, sent_s=rekey(recording.sent_s), done_s=rekey(recording.done_s),
+                   depth=rekey(recording.depth), odometry=rekey(recording.odometry))
 
 
 def _print_summary(metrics: dict[str, Any], written: dict[str, Path]) -> None:
@@ -242,6 +292,9 @@ def _print_summary(metrics: dict[str, Any], written: dict[str, Path]) -> None:
         return format_number(metrics[key], unit, digits)
 
     print(f"geovis demo: {metrics['frames_out']}/{metrics['frames_in']} frames, backend {metrics['backend']}")
+    if metrics.get("rate_hz"):
+        print(f"  live camera at {metrics['rate_hz']:g} Hz: node received {metrics['node_frames_in']}, "
+              f"processed {metrics['frames_out']}, dropped {metrics['dropped_frames']}")
     print(f"  ATE {number('ate_rmse_m', ' m')} over {number('trajectory_length_m', ' m', 2)} of trajectory, "
           f"depth AbsRel {number('depth_absrel')}")
     print(f"  {number('fps', ' frames/s', 2)}, latency p50 {number('latency_ms_p50', ' ms', 0)}, "

@@ -41,7 +41,7 @@ from geovis_ros.models.blocks import (
 
 FLOW_MULTIPLE = 16
 DIS_PRESETS = {"ultrafast": 0, "fast": 1, "medium": 2}
-DIS_OBJECTS_KEPT = 8  # DIS objects (preset x image size) kept per thread
+DIS_OBJECTS_KEPT = 8  # DIS objects (preset x image size x seeded) kept per thread
 _DIS_OBJECTS = threading.local()  # per thread (a DIS object is not thread-safe): (preset, H, W) -> DIS object
 
 
@@ -146,17 +146,20 @@ SEED_DOWNSCALE = 4
 FLOW_INIT_METHOD = f"dis-medium-seeded-1/{SEED_DOWNSCALE}"
 
 
-def dis_object(preset: str, height: int, width: int) -> Any:
+def dis_object(preset: str, height: int, width: int, seeded: bool = False) -> Any:
     """The calling thread's OpenCV DIS optical flow object of ``preset`` for ``height`` x ``width`` images.
 
-    Created once per thread, preset and size, then reused (the last :data:`DIS_OBJECTS_KEPT`
-    kept): one DIS object must not see another image size (OpenCV 4 keeps its buffers and
-    crashes), nor two threads at once. Raises ModelInputError for an unknown preset.
+    Created once per thread, preset, size and ``seeded``, then reused (the last
+    :data:`DIS_OBJECTS_KEPT` kept): one DIS object must not see another image size (OpenCV 4 keeps
+    its buffers and crashes), nor two threads at once. Calls with an initial flow (``seeded``) get
+    their own object: a DIS object that was given an initial flow carries state into its next
+    call without one (results then depend on what ran before, up to 0.02 px on synthetic frames).
+    Raises ModelInputError for an unknown preset.
     """
     if preset not in DIS_PRESETS:
         raise ModelInputError(f"unknown DIS preset {preset!r}; choose one of {sorted(DIS_PRESETS)}")
-    objects: dict[tuple[str, int, int], Any] = _DIS_OBJECTS.__dict__.setdefault("by_key", {})
-    key = (preset, height, width)
+    objects: dict[tuple[str, int, int, bool], Any] = _DIS_OBJECTS.__dict__.setdefault("by_key", {})
+    key = (preset, height, width, seeded)
     dis = objects.pop(key, None) or cv2.DISOpticalFlow_create(DIS_PRESETS[preset])  # type: ignore[attr-defined]
     objects[key] = dis  # most recently used last
     while len(objects) > DIS_OBJECTS_KEPT:
@@ -175,14 +178,13 @@ def dis_flow(
     ``seed_downscale = s > 1`` DIS first runs on the pair area-downscaled by s and reflect-padded
     back to the full size (the padding only makes DIS build a pyramid s times deeper: 1/32 at
     320x240 for s = 4); that flow, upsampled, seeds DIS at full resolution, which keeps DIS's
-    sub-pixel detail. Costs about two DIS runs (of one reused DIS object, :func:`dis_object`).
+    sub-pixel detail. Costs about two DIS runs (of reused DIS objects, :func:`dis_object`).
     """
     if rgb1.shape != rgb2.shape or rgb1.ndim != 3 or rgb1.shape[2] != 3:
         raise ModelInputError(f"expected two (H, W, 3) images of equal size, got {rgb1.shape} and {rgb2.shape}")
     if seed_downscale < 1:
         raise ModelInputError(f"seed_downscale must be >= 1, got {seed_downscale}")
     h, w = rgb1.shape[:2]
-    dis = dis_object(preset, h, w)
     gray1 = cv2.cvtColor(rgb1, cv2.COLOR_RGB2GRAY)
     gray2 = cv2.cvtColor(rgb2, cv2.COLOR_RGB2GRAY)
     small_w, small_h = w // seed_downscale, h // seed_downscale
@@ -193,11 +195,12 @@ def dis_flow(
                                0, h - small_h, 0, w - small_w, cv2.BORDER_REFLECT)
             for g in (gray1, gray2)
         ]
-        small_flow = dis.calc(padded[0], padded[1], None)[:small_h, :small_w]
+        small_flow = dis_object(preset, h, w).calc(padded[0], padded[1], None)[:small_h, :small_w]
         seed = cv2.resize(small_flow, (w, h), interpolation=cv2.INTER_LINEAR)
         seed *= np.array([w / small_w, h / small_h], np.float32)
     try:
-        return np.asarray(dis.calc(gray1, gray2, seed), dtype=np.float32)
+        return np.asarray(dis_object(preset, h, w, seeded=seed is not None).calc(gray1, gray2, seed),
+                          dtype=np.float32)
     except cv2.error as err:  # OpenCV refuses images too small for its patches (e.g. 10x10)
         raise ModelInputError(f"DIS optical flow cannot run on {w}x{h} images: {err.err}") from None
 

@@ -37,7 +37,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
 from geovis_ros.frame import Frame
-from geovis_ros.geometry.camera import CameraModelError, check_plausible_intrinsics
+from geovis_ros.geometry.camera import CameraModelError, Intrinsics, check_plausible_intrinsics
 from geovis_ros.nodes.frame_queue import FrameQueue
 from geovis_ros.nodes.health import ERROR, OK, STALE, WARN, Check, WindowedCounters, worst
 from geovis_ros.nodes.params import declare_parameters
@@ -131,6 +131,7 @@ class PerceptionNode(Node):
         self._info_sub = self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, self._input_qos)
         self.calibration: CameraCalibration | None = None
         self.rectifier: Rectifier | None = None
+        self._warm_up_for: Intrinsics | None = None  # set by a new camera_info, read by the worker
         self._projection: tuple[float, ...] = ()
         self.queue: FrameQueue[QueuedImage] = FrameQueue(
             mode, self.params["bag_queue_mb"] * 1024 * 1024, lambda item: item.nbytes)
@@ -166,6 +167,13 @@ class PerceptionNode(Node):
     def reset(self) -> None:
         """Forget all stream state (called on the worker thread before the next frame)."""
 
+    def warm_up(self, intrinsics: Intrinsics) -> None:
+        """Prepare for frames of ``intrinsics`` (e.g. build engines) before the first one (worker thread).
+
+        Called once a new camera_info arrives while no image waits, so that in live mode the images
+        that follow are not dropped while the first one would build them. Nothing by default.
+        """
+
     def diagnostic_values(self) -> dict[str, str]:
         """Extra key/values for /diagnostics (backend, tracking state, ...)."""
         return {}
@@ -182,6 +190,8 @@ class PerceptionNode(Node):
             projection = tuple(float(v) for v in msg.p)
             if calibration != self.calibration or projection != self._projection or self.rectifier is None:
                 self.rectifier = Rectifier(calibration, projection)  # remap tables: once per calibration
+                self._warm_up_for = self.rectifier.intrinsics
+                self.queue.wake()
         except (ConversionError, CameraModelError) as err:
             self.log_error("camera_info", f"invalid camera_info on {self._info_sub.topic_name}: {err}")
             return
@@ -277,9 +287,10 @@ class PerceptionNode(Node):
     def _work(self) -> None:
         while True:
             item = self.queue.get(timeout=0.5)
+            if self.queue.closed:
+                return
+            self._warm_up_if_new()  # a new camera_info's: before its first image, if one is already here
             if item is None:
-                if self.queue.closed:
-                    return
                 continue
             try:
                 frame = self._frame(item)
@@ -303,6 +314,16 @@ class PerceptionNode(Node):
                 continue
             self.output_stats.add(latency_ms=(time.monotonic() - item.received_s) * 1000.0)
             self._last_delay_s = (self.get_clock().now().nanoseconds - item.stamp_ns) * 1e-9
+
+    def _warm_up_if_new(self) -> None:
+        """Run :meth:`warm_up` for a camera_info whose image size the worker has not processed yet."""
+        target, self._warm_up_for = self._warm_up_for, None
+        if target is None or (target.width, target.height) == self._last_size:
+            return
+        try:
+            self.warm_up(target)
+        except Exception as err:  # noqa: BLE001 - the first frame will try again, and report what fails
+            self.log_error("warm_up", f"warm-up for {target.width}x{target.height} images failed: {err!r}")
 
     # -- monitoring -----------------------------------------------------------------------
     def _check_inputs(self) -> None:

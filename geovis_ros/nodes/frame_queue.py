@@ -37,6 +37,7 @@ class FrameQueue(Generic[T]):
         self._bytes = 0
         self._cond = threading.Condition()
         self._closed = False
+        self._woken = False
         self.dropped = 0
 
     def put(self, item: T) -> int:
@@ -58,14 +59,21 @@ class FrameQueue(Generic[T]):
         return dropped
 
     def get(self, timeout: float | None = None) -> T | None:
-        """Oldest item, waiting up to ``timeout`` seconds; None on timeout or after close()."""
+        """Oldest item, waiting up to ``timeout`` seconds; None on timeout, after :meth:`wake` or after close()."""
         with self._cond:
-            self._cond.wait_for(lambda: self._items or self._closed, timeout)
+            self._cond.wait_for(lambda: self._items or self._closed or self._woken, timeout)
+            self._woken = False
             if self._closed or not self._items:
                 return None
             item, size = self._items.popleft()
             self._bytes -= size
             return item
+
+    def wake(self) -> None:
+        """Make a waiting (or the next) ``get`` return at once (None when nothing is queued)."""
+        with self._cond:
+            self._woken = True
+            self._cond.notify_all()
 
     def close(self) -> None:
         """Wake every waiting ``get`` and make later ones return None."""

@@ -177,8 +177,12 @@ class SequencePlayer(Node):
             self._wait_done(stamp, frame_timeout_s)
         return len(sent)
 
-    def play_paced(self, frames: Iterable[SequenceFrame], rate_hz: float, settle_s: float = 5.0) -> int:
-        """Send every frame (camera_info, image) at ``rate_hz`` like a live camera; returns the number sent.
+    def play_paced(self, frames: Iterable[SequenceFrame], rate_hz: float, settle_s: float = 5.0,
+                   progress: Callable[[int], None] | None = None) -> list[int]:
+        """Send every frame (camera_info, image) at ``rate_hz`` like a live camera; returns the stamps sent (ns).
+
+        The returned stamps are in the frames' order (the i-th is the i-th frame's), so results
+        recorded under them can be matched to the frames' own stamps.
 
         Each image is stamped with the wall clock (ns since the epoch) when it is sent, and the
         next one follows 1 / ``rate_hz`` s later whatever the node does (results arrive meanwhile
@@ -203,9 +207,11 @@ class SequencePlayer(Node):
             self._image.publish(image_from_numpy(frame.rgb, "rgb8", header))
             sent.append(stamp_ns)
             due += period
+            if progress is not None:
+                progress(len(sent))
         if sent:
             self.spin_until(lambda: sent[-1] in self.recording.done_s, settle_s)
-        return len(sent)
+        return sent
 
     def _wait_done(self, stamp_ns: int, timeout_s: float) -> None:
         if not self.spin_until(lambda: stamp_ns in self.recording.done_s, timeout_s):

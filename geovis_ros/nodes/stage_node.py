@@ -189,6 +189,10 @@ class StageNode(PerceptionNode):
         elif result.depth is not None:
             self._metric = result.depth.is_metric
 
+    def warm_up(self, intrinsics: Intrinsics) -> None:
+        """Build the networks' engines for this image size before the first image (see the base class)."""
+        self.pipeline.warm_up(intrinsics)
+
     def reset(self) -> None:
         """Forget the stream: pipeline state, path (the map is republished empty)."""
         self.pipeline.reset()

@@ -34,7 +34,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from geovis_ros.frame import FlowResult, Frame, PipelineResult, PointCloud
-from geovis_ros.geometry.camera import transform_points
+from geovis_ros.geometry.camera import Intrinsics, transform_points
 from geovis_ros.geometry.se3 import invert
 from geovis_ros.inference.engine import EngineConfig, default_engine_cache_dir
 from geovis_ros.pipeline.keyframe_feed import KeyframeFeed
@@ -348,6 +348,24 @@ class Pipeline:
             self._keyframe_feed.reset()
         self._image_size = None
         self._last_result = None
+
+    def warm_up(self, intrinsics: Intrinsics) -> None:
+        """Create the networks' engines for images of ``intrinsics`` now, so the first frame does not wait for them.
+
+        Two mid-grey frames go through the depth, flow and pose networks (flow and pose need a
+        previous frame); their state is then forgotten, and nothing else (odometry, map, frame
+        count) is touched: the stream goes on as if this had not happened.
+        """
+        image = np.full((intrinsics.height, intrinsics.width, 3), 128, np.uint8)
+        frames = [Frame(stamp_ns, image, intrinsics, "warm_up") for stamp_ns in (0, 1)]
+        self._fit_networks(frames[0])
+        for frame in frames:
+            for stage in (self.depth_stage, self.flow_stage, self.pose_stage):
+                if stage is not None:
+                    stage(frame)
+        for stage in (self.flow_stage, self.pose_stage):
+            if stage is not None:
+                stage.reset()
 
     def set_camera_height(self, metres: float) -> None:
         """Use ``metres`` (> 0) as the camera's height above the ground for the metric scale, from now on.

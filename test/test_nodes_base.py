@@ -99,23 +99,26 @@ def test_frame_flows_through_with_header_copied(harness):
 
 def test_bad_inputs_are_dropped_and_node_recovers(harness):
     node, send_info, send_image, spin_until, received, _ = harness
-    send_image(1)  # no camera_info yet: skipped while waiting for it (live mode), not an error
+    send_image(0)  # no camera_info yet (live mode): held, then skipped when a newer one arrives, not an error
+    send_image(1)
     assert spin_until(lambda: node.waiting_for_info_frames == 1)
     assert node.rejected_frames == 0 and not received
-    send_info()
+    send_info()  # the newest image that waited for it is processed
+    assert spin_until(lambda: len(received) == 1)
+    assert (received[0].header.stamp.sec, received[0].header.stamp.nanosec) == (0, 1)
     send_image(2, np.zeros((H, W), np.float32), "32FC1")  # not a colour encoding
     assert spin_until(lambda: node.rejected_frames == 1)
     send_image(3, np.zeros((H * 2, W * 2, 3), np.uint8))  # size differs from camera_info
     assert spin_until(lambda: node.rejected_frames == 2)
     send_image(10)
-    assert spin_until(lambda: len(received) == 1)
+    assert spin_until(lambda: len(received) == 2)
     send_image(9)  # out of order (less than the clock-jump threshold)
     assert spin_until(lambda: node.rejected_frames == 3)
     node.fail_next = True
     send_image(11)
     assert spin_until(lambda: node.failed_frames == 1)
     send_image(12)
-    assert spin_until(lambda: len(received) == 2)
+    assert spin_until(lambda: len(received) == 3)
 
 
 def test_clock_jump_back_resets_and_size_change_resets(harness):
@@ -163,15 +166,16 @@ def test_health_levels_follow_the_stream_and_a_startup_hiccup_clears(harness):
     checks, _, _ = node.health_checks(now)
     assert worst(checks) == Check(OK, "waiting for images on /image")
     send_image(1)  # before camera_info: a normal startup, OK (not WARN, not ERROR)
-    assert spin_until(lambda: node.waiting_for_info_frames == 1)
+    assert spin_until(lambda: node._first_image_s is not None)
     checks, _, _ = node.health_checks()
     assert worst(checks).level == OK and "waiting for camera_info on /camera_info" in worst(checks).message
     send_info()
+    assert spin_until(lambda: len(received) == 1)  # the image that waited for it
     now_ns = node.get_clock().now().nanoseconds
     send_image(now_ns, np.zeros((H, W), np.float32), "32FC1")  # refused: a WARN, while it is recent
     assert spin_until(lambda: node.rejected_frames == 1)
     send_image(now_ns + 1)
-    assert spin_until(lambda: len(received) == 1)
+    assert spin_until(lambda: len(received) == 2)
     checks, frequency, timestamp = node.health_checks()
     assert worst(checks).level == WARN and "1 frame(s) rejected" in worst(checks).message
     assert frequency.level == OK and timestamp.level == OK

@@ -131,7 +131,7 @@ class PerceptionNode(Node):
         self._info_sub = self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, self._input_qos)
         self.calibration: CameraCalibration | None = None
         self.rectifier: Rectifier | None = None
-        self._warm_up_for: Intrinsics | None = None  # set by a new camera_info, read by the worker
+        self._warm_up_for: Intrinsics | None = None  # set by request_warm_up, read by the worker
         self._projection: tuple[float, ...] = ()
         self.queue: FrameQueue[QueuedImage] = FrameQueue(
             mode, self.params["bag_queue_mb"] * 1024 * 1024, lambda item: item.nbytes)
@@ -170,9 +170,15 @@ class PerceptionNode(Node):
     def warm_up(self, intrinsics: Intrinsics) -> None:
         """Prepare for frames of ``intrinsics`` (e.g. build engines) before the first one (worker thread).
 
-        Called once a new camera_info arrives while no image waits, so that in live mode the images
-        that follow are not dropped while the first one would build them. Nothing by default.
+        Runs as :meth:`request_warm_up` asked (a subclass at start, every new camera_info), so that
+        in live mode the first images are not dropped while the first frame would build what it
+        needs. Nothing by default.
         """
+
+    def request_warm_up(self, intrinsics: Intrinsics) -> None:
+        """Have the worker run :meth:`warm_up` for ``intrinsics`` before its next image (at once when idle)."""
+        self._warm_up_for = intrinsics
+        self.queue.wake()
 
     def diagnostic_values(self) -> dict[str, str]:
         """Extra key/values for /diagnostics (backend, tracking state, ...)."""
@@ -190,13 +196,13 @@ class PerceptionNode(Node):
             projection = tuple(float(v) for v in msg.p)
             if calibration != self.calibration or projection != self._projection or self.rectifier is None:
                 self.rectifier = Rectifier(calibration, projection)  # remap tables: once per calibration
-                self._warm_up_for = self.rectifier.intrinsics
-                self.queue.wake()
+                self.request_warm_up(self.rectifier.intrinsics)
         except (ConversionError, CameraModelError) as err:
             self.log_error("camera_info", f"invalid camera_info on {self._info_sub.topic_name}: {err}")
             return
         self.calibration, self._projection = calibration, projection
-        # Bag mode loses no frame to a camera_info that was recorded just after the first image.
+        # Bag mode loses no frame to a camera_info that was recorded just after the first image; live
+        # mode processes the newest image that came before it.
         waiting, self._awaiting_info = self._awaiting_info, deque(maxlen=AWAITING_INFO_LIMIT)
         for item in waiting:
             self._enqueue(QueuedImage(item.header, item.stamp_ns, item.decode, item.nbytes, self.rectifier,
@@ -224,18 +230,22 @@ class PerceptionNode(Node):
         topic = self._image_sub.topic_name
         stamp_ns = ns_from_time(header.stamp)
         if self.rectifier is None:
-            with self._counts_lock:
-                self.waiting_for_info_frames += 1
             info_topic = self._info_sub.topic_name
             if self.params["mode"] == "bag":
+                with self._counts_lock:
+                    self.waiting_for_info_frames += 1
                 if len(self._awaiting_info) == AWAITING_INFO_LIMIT:
                     self._reject("no_info", f"dropping the oldest image held on {topic}: still no camera_info on "
                                             f"{info_topic}")
                 self.log_info("no_info", f"holding images on {topic} until camera_info arrives on {info_topic}")
-                self._awaiting_info.append(QueuedImage(header, stamp_ns, decode, nbytes, None, received))
             else:
+                if self._awaiting_info:  # live: only the newest image waits; the one before is skipped
+                    self._awaiting_info.clear()
+                    with self._counts_lock:
+                        self.waiting_for_info_frames += 1
                 self.log_info("no_info", f"waiting for camera_info on {info_topic}: images on {topic} are skipped "
-                                         "until it arrives")
+                                         "until it arrives (the newest is kept for it)")
+            self._awaiting_info.append(QueuedImage(header, stamp_ns, decode, nbytes, None, received))
             return
         if self._last_stamp_ns is not None and stamp_ns <= self._last_stamp_ns:
             if self._last_stamp_ns - stamp_ns >= CLOCK_JUMP_BACK_NS:
@@ -286,12 +296,13 @@ class PerceptionNode(Node):
 
     def _work(self) -> None:
         while True:
+            self._warm_up_if_new()
             item = self.queue.get(timeout=0.5)
             if self.queue.closed:
                 return
-            self._warm_up_if_new()  # a new camera_info's: before its first image, if one is already here
             if item is None:
                 continue
+            self._warm_up_if_new()  # a camera_info that came with this image: before it
             try:
                 frame = self._frame(item)
                 if frame is None:

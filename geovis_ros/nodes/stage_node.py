@@ -92,6 +92,10 @@ class StageNode(PerceptionNode):
         except Exception:
             self.destroy_node()  # stop the worker thread the base started
             raise
+        # The engines for an image of the network input size, before any camera: an image of that
+        # aspect ratio (any size) needs no other, so a live stream loses no frame to building them.
+        width, height = int(params["input_width"]), int(params["input_height"])
+        self.request_warm_up(Intrinsics(float(width), float(width), (width - 1) / 2, (height - 1) / 2, width, height))
         self.odom_frame = self.pipeline.config.odom_frame
         self._description: dict[str, str] = {}
         created = {**{name: True for name in RUNTIME_SWITCHES}, "publish_flow": params.get("publish_flow", False)}

@@ -64,6 +64,15 @@ class Probe:
     def _subscribe(self, kind, topic, qos):
         self.harness.peer.create_subscription(kind, f"{self.ns}/{topic}", self.received[topic].append, qos)
 
+    def unsubscribe(self, topic):
+        """Drop the probe's subscription to ``topic``; returns its full name once the node sees no subscriber."""
+        name = f"{self.ns}/{topic}"
+        peer = self.harness.peer
+        for subscription in [s for s in peer.subscriptions if s.topic_name == name]:
+            peer.destroy_subscription(subscription)
+        assert self.harness.spin_until(lambda: self.node.count_subscribers(name) == 0, 5.0)
+        return name
+
     def send_info(self, intrinsics=K):
         self.info_pub.publish(camera_info_from_calibration(CameraCalibration(intrinsics)))
         assert self.harness.spin_until(lambda: self.node.calibration is not None
@@ -192,10 +201,7 @@ def test_depth_node_follows_a_size_change_with_new_camera_info(depth_probe):
 def test_per_frame_cloud_is_computed_only_while_points_has_a_subscriber(ros):
     probe = ros.start(DepthNode, "/depth_unheard_test", input_width=64)
     probe.send_info()
-    topic = "/depth_unheard_test/points"
-    for subscription in [s for s in ros.peer.subscriptions if s.topic_name == topic]:
-        ros.peer.destroy_subscription(subscription)
-    assert ros.spin_until(lambda: probe.node.count_subscribers(topic) == 0, 5.0)
+    topic = probe.unsubscribe("points")
     probe.send_image(1_000, texture(6))
     assert probe.wait("depth/image", 1)
     assert "points" not in probe.node.pipeline.describe()  # the last frame's cloud was never computed
@@ -215,10 +221,7 @@ def test_coloured_depth_is_built_only_while_someone_subscribes(ros, monkeypatch)
     monkeypatch.setattr(results, "colored_depth", lambda depth: coloured.append(1) or original(depth))
     probe = ros.start(DepthNode, "/depth_colour_unheard_test", input_width=64)
     probe.send_info()
-    topic = "/depth_colour_unheard_test/depth/colored"
-    for subscription in [s for s in ros.peer.subscriptions if s.topic_name == topic]:
-        ros.peer.destroy_subscription(subscription)
-    assert ros.spin_until(lambda: probe.node.count_subscribers(topic) == 0, 5.0)
+    topic = probe.unsubscribe("depth/colored")
     probe.send_image(1_000, texture(6))
     assert probe.wait("depth/image", 1)
     assert coloured == []  # nobody listens: not coloured at all
